@@ -1,0 +1,35 @@
+# The README's two commands: `make run` and `make test`. Everything else is a helper of those.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install run test lint services bench clean
+
+install: $(VENV)/.installed
+
+# torch first, pinned: 2.13.0 is a CPU build on this disk; a bare torch pulls a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+run: install
+	$(BIN)/timber-tasks demo
+
+services:
+	bash scripts/services.sh
+
+lint: install
+	$(BIN)/ruff check timber_tasks tests bench
+	$(BIN)/mypy
+
+test: install services lint
+	$(BIN)/pytest
+
+bench: install services
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf var migrations/versions/__pycache__ .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,45 @@
+"""timber-tasks: Timber's YAML-declared models and their heavy work on Celery workers."""
+
+from timber_tasks.db import DatabaseManager
+from timber_tasks.errors import (
+    ConfigError,
+    DatabaseError,
+    MigrationError,
+    ModelConfigError,
+    ModelConfigErrors,
+    ModelNotFoundError,
+    TimberError,
+    ValidationError,
+)
+from timber_tasks.models.records import to_jsonable, validate_record
+from timber_tasks.models.registry import ModelRegistry
+from timber_tasks.models.types import register_type
+from timber_tasks.models.validators import register_validator
+from timber_tasks.runtime import Timber, current, get_model, initialize_timber
+from timber_tasks.settings import Settings
+
+__all__ = [
+    # set-up
+    "initialize_timber",
+    "get_model",
+    "current",
+    "Timber",
+    "Settings",
+    # models
+    "ModelRegistry",
+    "register_type",
+    "register_validator",
+    "validate_record",
+    "to_jsonable",
+    # database
+    "DatabaseManager",
+    # errors
+    "TimberError",
+    "ConfigError",
+    "ModelConfigError",
+    "ModelConfigErrors",
+    "ModelNotFoundError",
+    "ValidationError",
+    "DatabaseError",
+    "MigrationError",
+]

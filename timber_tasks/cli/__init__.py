@@ -1,0 +1,16 @@
+"""The `timber-tasks` command: one sub-command group per module."""
+
+from __future__ import annotations
+
+import typer
+
+from timber_tasks.cli import db, demo, models
+
+app = typer.Typer(no_args_is_help=True, help="Timber models and jobs on Celery workers.")
+app.add_typer(models.app, name="models")
+app.add_typer(db.app, name="db")
+app.command("demo")(demo.demo)
+
+
+def main() -> None:
+    app()

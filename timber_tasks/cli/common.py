@@ -1,0 +1,40 @@
+"""What every command shares: the console, settings options and error reporting."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from timber_tasks.errors import ModelConfigErrors, TimberError
+
+console = Console()
+err_console = Console(stderr=True)
+
+DatabaseUrl = Annotated[
+    str | None, typer.Option("--database-url", envvar="DATABASE_URL", help="SQLAlchemy URL.")
+]
+ConfigDirs = Annotated[
+    list[Path] | None,
+    typer.Option("--models", "-m", help="Model YAML folder (repeatable); default TIMBER_MODEL_CONFIG_DIRS."),
+]
+AppName = Annotated[str | None, typer.Option("--app", envvar="TIMBER_APP_NAME", help="App name.")]
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn our errors into a readable message and exit code 1, not a traceback."""
+    try:
+        yield
+    except ModelConfigErrors as exc:
+        err_console.print(f"[red]{len(exc.errors)} error(s) in model configuration:[/red]")
+        for e in exc.errors:
+            err_console.print(f"  - {e}", markup=False, highlight=False)
+        raise typer.Exit(1) from exc
+    except TimberError as exc:
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc

@@ -1,0 +1,72 @@
+"""`timber-tasks db`: migrations generated from the YAML registry, and health."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from timber_tasks import migrations
+from timber_tasks.cli.common import AppName, ConfigDirs, DatabaseUrl, console, reported_errors
+from timber_tasks.runtime import Timber, initialize_timber
+
+app = typer.Typer(no_args_is_help=True, help="Database migrations and health.")
+
+
+def _timber(database_url: str | None, dirs: ConfigDirs, app_name: str | None) -> Timber:
+    return initialize_timber(app_name=app_name, model_config_dirs=list(dirs) if dirs else None,
+                             database_url=database_url, create_tables=False)
+
+
+@app.command()
+def revision(
+    message: Annotated[str, typer.Option("--message", "-m", help="What the revision does.")],
+    database_url: DatabaseUrl = None, dirs: ConfigDirs = None, app_name: AppName = None,
+) -> None:
+    """Write a revision for what the YAML models have and the database lacks."""
+    with reported_errors():
+        path = migrations.revision(_timber(database_url, dirs, app_name), message)
+    console.print(f"wrote {path}" if path else "no changes: the database matches the YAML models")
+
+
+@app.command()
+def upgrade(
+    target: Annotated[str, typer.Argument(help="Revision to reach.")] = "head",
+    autogenerate: Annotated[bool, typer.Option(help="First write a revision for pending YAML changes.")] = False,
+    database_url: DatabaseUrl = None, dirs: ConfigDirs = None, app_name: AppName = None,
+) -> None:
+    """Apply revisions up to TARGET (default: the newest)."""
+    with reported_errors():
+        timber = _timber(database_url, dirs, app_name)
+        if autogenerate:
+            migrations.upgrade(timber, "head")
+            path = migrations.revision(timber, "sync with YAML models")
+            if path:
+                console.print(f"wrote {path}")
+        migrations.upgrade(timber, target)
+        console.print(f"database at revision {migrations.current_revision(timber)}")
+
+
+@app.command()
+def check(database_url: DatabaseUrl = None, dirs: ConfigDirs = None, app_name: AppName = None) -> None:
+    """Exit 1 when the database differs from the YAML models, listing the differences."""
+    with reported_errors():
+        diffs = migrations.pending_changes(_timber(database_url, dirs, app_name))
+    for d in diffs:
+        console.print(f"  {d}", markup=False)
+    if diffs:
+        console.print(f"{len(diffs)} difference(s): run `timber-tasks db revision -m ...`")
+        raise typer.Exit(1)
+    console.print("[green]the database matches the YAML models[/green]")
+
+
+@app.command()
+def health(database_url: DatabaseUrl = None, dirs: ConfigDirs = None, app_name: AppName = None) -> None:
+    """Print the database health check and pool status as JSON."""
+    with reported_errors():
+        timber = _timber(database_url, dirs, app_name)
+        report = {"health": timber.db.health_check(), "pool": timber.db.pool_status()}
+    console.print_json(json.dumps(report))
+    if not report["health"]["ok"]:
+        raise typer.Exit(1)

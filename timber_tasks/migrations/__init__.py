@@ -1,0 +1,73 @@
+"""Alembic revisions generated from the YAML registry; nothing outside the YAML is ever dropped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from timber_tasks.errors import MigrationError
+
+if TYPE_CHECKING:
+    from timber_tasks.runtime import Timber
+
+HERE = Path(__file__).parent
+
+
+def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """Leave alone what the database has and the YAML does not: tables and columns are never dropped."""
+    return not (reflected and compare_to is None and type_ in {"table", "column"})
+
+
+def alembic_config(timber: Timber) -> Config:
+    versions = timber.settings.migrations_dir / "versions"
+    versions.mkdir(parents=True, exist_ok=True)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(HERE))
+    cfg.set_main_option("version_locations", str(versions.resolve()))
+    cfg.set_main_option("path_separator", "os")
+    cfg.attributes["timber"] = timber
+    return cfg
+
+
+def revision(timber: Timber, message: str) -> str | None:
+    """Write a revision for what the YAML has and the database lacks; None when nothing differs."""
+    if not pending_changes(timber):
+        return None
+    try:
+        script = command.revision(alembic_config(timber), message=message, autogenerate=True)
+    except Exception as exc:
+        raise MigrationError(f"generating a revision failed: {exc}") from exc
+    if isinstance(script, list):
+        script = script[0]
+    return script.path if script is not None else None
+
+
+def upgrade(timber: Timber, target: str = "head") -> None:
+    try:
+        command.upgrade(alembic_config(timber), target)
+    except Exception as exc:
+        raise MigrationError(f"upgrading the database to {target!r} failed: {exc}") from exc
+
+
+def current_revision(timber: Timber) -> str | None:
+    with timber.db.engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision(timber: Timber) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(timber)).get_current_head()
+
+
+def pending_changes(timber: Timber) -> list[Any]:
+    """The differences autogenerate would write, database against YAML."""
+    with timber.db.engine.connect() as conn:
+        ctx = MigrationContext.configure(
+            conn, opts={"include_object": include_object, "compare_type": True}
+        )
+        return list(compare_metadata(ctx, timber.registry.metadata))

@@ -1,0 +1,1 @@
+"""YAML spec -> loader -> factory -> registry."""

@@ -1,0 +1,221 @@
+"""Builds SQLAlchemy mapped classes from resolved model specs."""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import CheckConstraint, Column, Computed, ForeignKey, Index, event, text
+from sqlalchemy.orm import DeclarativeBase, relationship
+
+from timber_tasks.errors import ValidationError
+from timber_tasks.models import validators
+from timber_tasks.models.loader import ResolvedModel
+from timber_tasks.models.spec import ColumnSpec, RelationshipSpec
+from timber_tasks.models.types import parse_type
+
+
+def utcnow() -> datetime:
+    """Naive UTC: DateTime columns carry no zone, and both dialects store it unchanged."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+DEFAULT_FUNCTIONS: dict[str, Callable[[], Any]] = {"uuid4": new_uuid, "utcnow": utcnow, "now": utcnow}
+
+INVERSE = {
+    "one-to-many": "many-to-one",
+    "many-to-one": "one-to-many",
+    "one-to-one": "one-to-one",
+    "many-to-many": "many-to-many",
+}
+
+
+def make_base() -> type[DeclarativeBase]:
+    """A fresh declarative base, so every registry has its own metadata and class names."""
+
+    class Base(DeclarativeBase):
+        pass
+
+    return Base
+
+
+class ModelFactory:
+    """Turns resolved specs, taken in dependency order, into mapped classes on one base."""
+
+    def __init__(self, base: type[DeclarativeBase], dialect: str | None = None) -> None:
+        self.base = base
+        self.dialect = dialect
+        self.classes: dict[str, type[Any]] = {}
+
+    def build_all(self, models: list[ResolvedModel]) -> dict[str, type[Any]]:
+        for m in models:
+            self.classes[m.name] = self._build_class(m)
+        for m in models:
+            self._add_relationships(m, models)
+        for m in models:
+            _install_validators(self.classes[m.name], m)
+            if m.spec.deprecated:
+                _install_deprecation(self.classes[m.name], m)
+        return self.classes
+
+    def _build_class(self, m: ResolvedModel) -> type[Any]:
+        spec = m.spec
+        attrs: dict[str, Any] = {"timber_spec": m, "__doc__": spec.description}
+        table_args: list[Any] = []
+        parent = self.classes[spec.inherits] if spec.inherits else self.base
+        if m.inheritance != "single":
+            attrs["__tablename__"] = m.table_name
+        if m.inheritance == "joined" and not any(c.primary_key for c in m.columns):
+            for pk in parent.__table__.primary_key.columns:
+                attrs[pk.name] = Column(
+                    pk.name, pk.type, ForeignKey(f"{pk.table.name}.{pk.name}", ondelete="CASCADE"),
+                    primary_key=True,
+                )
+        for col in m.columns:
+            attrs[col.name] = self._build_column(col)
+            if col.check:
+                table_args.append(
+                    CheckConstraint(col.check, name=f"ck_{m.table_name}_{col.name}"[:63])
+                )
+        for comp in spec.computed:
+            attrs[comp.name] = Column(
+                comp.name, parse_type(comp.type, self.dialect),
+                Computed(comp.expression, persisted=comp.persisted),
+            )
+        for idx in m.indexes:
+            where = {"postgresql_where": text(idx.where), "sqlite_where": text(idx.where)} if (
+                idx.where) else {}
+            name = idx.name or f"ix_{m.table_name}_{'_'.join(idx.columns)}"[:63]
+            table_args.append(Index(name, *idx.columns, unique=idx.unique, **where))
+        if table_args and m.inheritance != "single":
+            attrs["__table_args__"] = tuple(table_args)
+        mapper_args: dict[str, Any] = {}
+        if spec.polymorphic and spec.polymorphic.enabled:
+            mapper_args["polymorphic_on"] = spec.polymorphic.on
+            mapper_args["polymorphic_identity"] = spec.polymorphic_identity or spec.name
+        elif spec.polymorphic_identity:
+            mapper_args["polymorphic_identity"] = spec.polymorphic_identity
+        if mapper_args:
+            attrs["__mapper_args__"] = mapper_args
+        cls = type(spec.name, (parent,), attrs)
+        if m.inheritance == "single":
+            # Single-table children add their constraints to the parent's existing table.
+            for arg in table_args:
+                if isinstance(arg, CheckConstraint):
+                    cls.__table__.append_constraint(arg)
+                else:
+                    cols = [cls.__table__.c[c] for c in arg.expressions]
+                    Index(arg.name, *cols, unique=arg.unique, **arg.dialect_kwargs)
+        return cls
+
+    def _build_column(self, col: ColumnSpec) -> Column[Any]:
+        args: list[Any] = []
+        if col.foreign_key:
+            args.append(ForeignKey(col.foreign_key, ondelete=col.ondelete))
+        kwargs: dict[str, Any] = {
+            "primary_key": col.primary_key,
+            "unique": col.unique or any(v.type == "unique" for v in col.validators),
+            "index": col.index,
+            "comment": col.description,
+        }
+        if col.nullable is not None:
+            kwargs["nullable"] = col.nullable
+        if col.has_default and col.default is not None:
+            kwargs["default"], server_default = _default(col.default)
+            if server_default is not None:
+                kwargs["server_default"] = server_default
+        if col.onupdate is not None:
+            kwargs["onupdate"] = DEFAULT_FUNCTIONS[col.onupdate]
+        return Column(col.name, parse_type(col.type, self.dialect), *args, **kwargs)
+
+    def _add_relationships(self, m: ResolvedModel, models: list[ResolvedModel]) -> None:
+        cls = self.classes[m.name]
+        declared = {x.name: {r.name for r in x.spec.relationships} for x in models}
+        for rel in m.spec.relationships:
+            setattr(cls, rel.name, self._relationship(cls, rel, rel.back_populates))
+            if rel.back_populates and rel.back_populates not in declared[rel.model]:
+                # The other side was not declared: add it, as the seeds' shared models expect.
+                inverse = RelationshipSpec(
+                    name=rel.back_populates, model=m.name, type=INVERSE[rel.type],  # type: ignore[arg-type]
+                    back_populates=rel.name, secondary=rel.secondary,
+                    foreign_key=rel.foreign_key,
+                )
+                declared[rel.model].add(rel.back_populates)
+                target = self.classes[rel.model]
+                setattr(target, inverse.name, self._relationship(target, inverse, rel.name))
+
+    def _relationship(self, cls: type[Any], rel: RelationshipSpec, back: str | None) -> Any:
+        kwargs: dict[str, Any] = {}
+        if back:
+            kwargs["back_populates"] = back
+        if rel.secondary:
+            kwargs["secondary"] = rel.secondary
+        if rel.lazy:
+            kwargs["lazy"] = rel.lazy
+        if rel.cascade:
+            kwargs["cascade"] = rel.cascade
+        if rel.type in ("many-to-one", "one-to-one"):
+            kwargs["uselist"] = False
+        if rel.foreign_key:
+            owner = cls if rel.foreign_key in cls.__table__.c else self.classes[rel.model]
+            kwargs["foreign_keys"] = [owner.__table__.c[rel.foreign_key]]
+        return relationship(rel.model, **kwargs)
+
+
+def _default(value: Any) -> tuple[Any, Any]:
+    """Python default and, for scalar literals, a server default so migrations fill old rows."""
+    if isinstance(value, str) and value in DEFAULT_FUNCTIONS:
+        return DEFAULT_FUNCTIONS[value], None
+    if isinstance(value, dict | list):
+        return (lambda v=value: _copy(v)), None
+    if isinstance(value, bool):
+        return value, text("true" if value else "false")
+    if isinstance(value, int | float):
+        return value, text(repr(value))
+    if isinstance(value, str):
+        return value, value
+    return value, None
+
+
+def _copy(value: Any) -> Any:
+    import copy
+
+    return copy.deepcopy(value)
+
+
+def _install_validators(cls: type[Any], m: ResolvedModel) -> None:
+    for col in m.columns:
+        checks = [
+            validators.with_message(v, validators.build_check(v))
+            for v in col.validators
+            if v.type not in validators.CONSTRAINT_VALIDATORS
+        ]
+        if not checks:
+            continue
+
+        def on_set(target: Any, value: Any, oldvalue: Any, initiator: Any,
+                   _checks: list[validators.Check] = checks, _field: str = col.name) -> None:
+            if value is None:
+                return
+            for check in _checks:
+                problem = check(value)
+                if problem:
+                    raise ValidationError(m.name, _field, problem)
+
+        event.listen(getattr(cls, col.name), "set", on_set)
+
+
+def _install_deprecation(cls: type[Any], m: ResolvedModel) -> None:
+    message = m.spec.deprecated_message or "it will be removed"
+
+    def on_init(target: Any, args: Any, kwargs: Any) -> None:
+        warnings.warn(f"model {m.name} is deprecated: {message}", DeprecationWarning, stacklevel=3)
+
+    event.listen(cls, "init", on_init)

@@ -1,0 +1,445 @@
+"""Reads model YAML files, resolves mixins, inheritance and table names, and checks the whole set.
+
+Nothing is built here: the output is a list of resolved specs in dependency order, or a
+ModelConfigErrors listing every problem with its file, model and field.
+"""
+
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+import yaml
+
+from timber_tasks.errors import ModelConfigError, ModelConfigErrors
+from timber_tasks.models import sql_expressions, validators
+from timber_tasks.models.spec import (
+    ColumnSpec,
+    FileSpec,
+    IndexSpec,
+    MixinSpec,
+    ModelSpec,
+    check_identifier,
+)
+from timber_tasks.models.types import TypeParseError, parse_type
+
+DEFAULT_FUNCTIONS = frozenset({"uuid4", "utcnow", "now"})
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """One model with its mixins expanded and its table settled."""
+
+    spec: ModelSpec
+    file: str
+    app: str | None
+    table_name: str
+    columns: tuple[ColumnSpec, ...]
+    indexes: tuple[IndexSpec, ...]
+    inheritance: Literal["single", "joined"] | None = None
+    all_columns: tuple[str, ...] = field(default=())  # own + inherited, for checks
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass
+class _Collector:
+    errors: list[ModelConfigError] = field(default_factory=list)
+
+    def add(self, message: str, *, file: str | None = None, model: str | None = None,
+            field_: str | None = None) -> None:
+        self.errors.append(ModelConfigError(message, file=file, model=model, field=field_))
+
+
+def find_model_files(dirs: Iterable[Path | str]) -> list[Path]:
+    """Every *.yaml / *.yml below the dirs, in a stable order; a missing dir is an error."""
+    files: list[Path] = []
+    for d in dirs:
+        path = Path(d)
+        if not path.is_dir():
+            raise ModelConfigError(f"model config directory {str(path)!r} does not exist")
+        files.extend(sorted(p for p in path.rglob("*") if p.suffix in {".yaml", ".yml"}))
+    return files
+
+
+def load_model_files(
+    paths: Sequence[Path], *, app_name: str, dialect: str | None = None
+) -> list[ResolvedModel]:
+    """Parse, resolve and check every file; return models in dependency order or raise."""
+    errors = _Collector()
+    specs = _parse_files(paths, errors)
+    _check_file_depends(specs, errors)
+    mixins = _collect_mixins(specs, errors)
+    models = _resolve_models(specs, mixins, app_name, errors)
+    if not errors.errors:
+        _check_models(models, dialect, errors)
+    if errors.errors:
+        raise ModelConfigErrors(errors.errors)
+    return _dependency_order(models)
+
+
+def _parse_files(paths: Sequence[Path], errors: _Collector) -> dict[str, FileSpec]:
+    specs: dict[str, FileSpec] = {}
+    for path in paths:
+        name = str(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            errors.add(f"malformed YAML: {exc}", file=name)
+            continue
+        except OSError as exc:
+            errors.add(f"cannot read file: {exc}", file=name)
+            continue
+        if not isinstance(raw, dict):
+            errors.add("a model file must be a mapping with 'version' and 'models'", file=name)
+            continue
+        try:
+            specs[name] = FileSpec.model_validate(raw)
+        except pydantic.ValidationError as exc:
+            for err in exc.errors():
+                model, fld = _locate(raw, err["loc"])
+                where = ".".join(str(p) for p in err["loc"])
+                errors.add(f"{where}: {err['msg']}", file=name, model=model, field_=fld)
+    return specs
+
+
+def _locate(raw: dict[str, Any], loc: tuple[Any, ...]) -> tuple[str | None, str | None]:
+    """Name the model and field a pydantic error location points into."""
+    model = fld = None
+    try:
+        if loc[:1] in (("models",), ("mixins",)) and len(loc) > 1:
+            entry = raw[loc[0]][loc[1]]
+            model = entry.get("name") if isinstance(entry, dict) else None
+            if len(loc) > 3 and loc[2] in ("columns", "computed", "relationships"):
+                item = entry[loc[2]][loc[3]]
+                fld = item.get("name") if isinstance(item, dict) else None
+            elif len(loc) > 2:
+                fld = str(loc[2])
+    except (KeyError, IndexError, TypeError, AttributeError):
+        pass
+    return model, fld
+
+
+def _check_file_depends(specs: dict[str, FileSpec], errors: _Collector) -> None:
+    by_name = {Path(f).name: f for f in specs}
+    graph: dict[str, set[str]] = {}
+    for file, spec in specs.items():
+        graph[file] = set()
+        for dep in spec.depends:
+            target = by_name.get(Path(dep).name)
+            if target is None:
+                errors.add(f"depends on {dep!r}, which is not among the loaded files", file=file)
+            elif target != file:
+                graph[file].add(target)
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        errors.add("file dependency cycle: " + " -> ".join(exc.args[1]))
+
+
+def _collect_mixins(specs: dict[str, FileSpec], errors: _Collector) -> dict[str, MixinSpec]:
+    mixins: dict[str, MixinSpec] = {}
+    where: dict[str, str] = {}
+    for file, spec in specs.items():
+        for mixin in spec.mixins:
+            if mixin.name in mixins:
+                errors.add(f"mixin {mixin.name!r} is also defined in {where[mixin.name]!r}", file=file)
+            mixins[mixin.name] = mixin
+            where[mixin.name] = file
+    return mixins
+
+
+def _resolve_models(
+    specs: dict[str, FileSpec], mixins: dict[str, MixinSpec], app_name: str, errors: _Collector
+) -> list[ResolvedModel]:
+    declared: dict[str, tuple[str, ModelSpec, str | None]] = {}
+    for file, fspec in specs.items():
+        for m in fspec.models:
+            if m.name in declared:
+                errors.add(f"model {m.name!r} is also defined in {declared[m.name][0]!r}",
+                           file=file, model=m.name)
+                continue
+            declared[m.name] = (file, m, fspec.app)
+
+    resolved: dict[str, ResolvedModel] = {}
+
+    def resolve(name: str, chain: tuple[str, ...] = ()) -> ResolvedModel | None:
+        if name in resolved:
+            return resolved[name]
+        file, m, app = declared[name]
+        if name in chain:
+            errors.add("inheritance cycle: " + " -> ".join((*chain, name)), file=file, model=name)
+            return None
+        columns, indexes = list(m.columns), list(m.indexes)
+        for mixin_name in m.mixins:
+            mixin = mixins.get(mixin_name)
+            if mixin is None:
+                errors.add(f"unknown mixin {mixin_name!r}", file=file, model=name, field_="mixins")
+                continue
+            own = {c.name for c in columns}
+            for col in mixin.columns:
+                if col.name in own:
+                    errors.add(f"column {col.name!r} is defined by the model and by mixin "
+                               f"{mixin_name!r}", file=file, model=name, field_=col.name)
+                else:
+                    columns.append(col)
+            indexes.extend(mixin.indexes)
+
+        table = _table_name(m, app_name, file, errors)
+        inheritance: Literal["single", "joined"] | None = None
+        inherited: tuple[str, ...] = ()
+        if m.inherits:
+            if m.inherits not in declared:
+                errors.add(f"inherits unknown model {m.inherits!r}", file=file, model=name,
+                           field_="inherits")
+                return None
+            parent = resolve(m.inherits, (*chain, name))
+            if parent is None:
+                return None
+            inherited = parent.all_columns
+            inheritance = "joined" if table else "single"
+            table = table or parent.table_name
+        elif table is None:
+            errors.add("needs 'table_name' or 'table_name_template'", file=file, model=name)
+            return None
+        elif not columns:
+            errors.add("has no columns", file=file, model=name, field_="columns")
+        model = ResolvedModel(
+            spec=m, file=file, app=app, table_name=table, columns=tuple(columns),
+            indexes=tuple(indexes), inheritance=inheritance,
+            all_columns=tuple(dict.fromkeys([*inherited, *(c.name for c in columns)])),
+        )
+        resolved[name] = model
+        return model
+
+    for name in declared:
+        resolve(name)
+    return list(resolved.values())
+
+
+def _table_name(m: ModelSpec, app_name: str, file: str, errors: _Collector) -> str | None:
+    if m.table_name and m.table_name_template:
+        errors.add("give 'table_name' or 'table_name_template', not both", file=file, model=m.name)
+        return None
+    if not m.table_name_template:
+        return m.table_name
+    try:
+        name = m.table_name_template.format(app_name=app_name)
+        return check_identifier(name)
+    except (KeyError, IndexError, ValueError) as exc:
+        errors.add(f"table_name_template {m.table_name_template!r}: {exc} "
+                   "(only {app_name} may be used)", file=file, model=m.name,
+                   field_="table_name_template")
+        return None
+
+
+def _check_models(models: list[ResolvedModel], dialect: str | None, errors: _Collector) -> None:
+    by_name = {m.name: m for m in models}
+    tables: dict[str, ResolvedModel] = {}
+    table_columns: dict[str, set[str]] = {}
+    for m in models:
+        if m.inheritance != "single" and m.table_name in tables:
+            other = tables[m.table_name]
+            errors.add(f"table {m.table_name!r} is also used by model {other.name!r} "
+                       f"in {other.file!r}", file=m.file, model=m.name)
+        if m.inheritance != "single":
+            tables.setdefault(m.table_name, m)
+        table_columns.setdefault(m.table_name, set()).update(c.name for c in m.columns)
+        table_columns[m.table_name].update(c.name for c in m.spec.computed)
+    for m in models:
+        _check_model(m, by_name, tables, table_columns, dialect, errors)
+
+
+def _check_model(
+    m: ResolvedModel,
+    by_name: dict[str, ResolvedModel],
+    tables: dict[str, ResolvedModel],
+    table_columns: dict[str, set[str]],
+    dialect: str | None,
+    errors: _Collector,
+) -> None:
+    def err(message: str, fld: str | None = None) -> None:
+        errors.add(message, file=m.file, model=m.name, field_=fld)
+
+    spec = m.spec
+    seen: set[str] = set()
+    for col in m.columns:
+        if col.name in seen:
+            err("column is defined twice", col.name)
+        seen.add(col.name)
+        _check_column(col, m, tables, table_columns, dialect, err)
+    columns = set(m.all_columns)
+    for comp in spec.computed:
+        if comp.name in columns:
+            err("computed column has the name of a column", comp.name)
+        try:
+            parse_type(comp.type, dialect)
+            sql_expressions.check_expression(comp.expression, columns)
+        except (TypeParseError, ValueError) as exc:
+            err(str(exc), comp.name)
+    if m.inheritance is None and not any(c.primary_key for c in m.columns):
+        err("has no primary key column")
+    for idx in m.indexes:
+        for c in idx.columns:
+            if c not in columns:
+                err(f"index {idx.name or idx.columns!r} names unknown column {c!r}", c)
+        if idx.where:
+            try:
+                sql_expressions.check_expression(idx.where, columns)
+            except ValueError as exc:
+                err(f"index {idx.name or idx.columns!r}: {exc}")
+    _check_inheritance(m, by_name, err)
+    _check_relationships(m, by_name, tables, err)
+    _check_features(m, columns, err)
+
+
+def _check_column(col: ColumnSpec, m: ResolvedModel, tables: dict[str, ResolvedModel],
+                  table_columns: dict[str, set[str]], dialect: str | None, err: Any) -> None:
+    try:
+        parse_type(col.type, dialect)
+    except TypeParseError as exc:
+        err(str(exc), col.name)
+    if col.foreign_key:
+        table, _, target_col = col.foreign_key.partition(".")
+        if table not in tables:
+            err(f"foreign_key {col.foreign_key!r}: no model has table {table!r}", col.name)
+        elif target_col not in table_columns[table]:
+            err(f"foreign_key {col.foreign_key!r}: table {table!r} has no column {target_col!r}",
+                col.name)
+    elif col.ondelete:
+        err("ondelete needs a foreign_key", col.name)
+    for key in ("default", "onupdate"):
+        value = getattr(col, key)
+        if key == "onupdate" and value is not None and value not in DEFAULT_FUNCTIONS:
+            err(f"onupdate must be one of {sorted(DEFAULT_FUNCTIONS)}, got {value!r}", col.name)
+    if col.check:
+        try:
+            sql_expressions.check_expression(col.check, set(m.all_columns))
+        except ValueError as exc:
+            err(f"check: {exc}", col.name)
+    for v in col.validators:
+        if v.type in validators.CONSTRAINT_VALIDATORS:
+            continue
+        try:
+            validators.build_check(v)
+        except ValueError as exc:
+            err(str(exc), col.name)
+
+
+def _check_inheritance(m: ResolvedModel, by_name: dict[str, ResolvedModel], err: Any) -> None:
+    spec = m.spec
+    if spec.polymorphic and spec.polymorphic.on not in m.all_columns:
+        err(f"polymorphic.on names unknown column {spec.polymorphic.on!r}", "polymorphic")
+    if spec.inherits:
+        root = by_name[spec.inherits]
+        while root.spec.inherits:
+            root = by_name[root.spec.inherits]
+        if not (root.spec.polymorphic and root.spec.polymorphic.enabled):
+            err(f"inherits {spec.inherits!r}, whose root {root.name!r} has no 'polymorphic' block",
+                "inherits")
+        if not spec.polymorphic_identity:
+            err("a model that inherits needs 'polymorphic_identity'", "polymorphic_identity")
+        if m.inheritance == "single":
+            for col in m.columns:
+                if col.primary_key or col.nullable is False:
+                    err("single-table inheritance: child columns must be nullable and not "
+                        "primary keys (give the child a table_name for joined inheritance)",
+                        col.name)
+
+
+def _check_relationships(m: ResolvedModel, by_name: dict[str, ResolvedModel],
+                         tables: dict[str, ResolvedModel], err: Any) -> None:
+    names = set(m.all_columns)
+    for rel in m.spec.relationships:
+        if rel.name in names:
+            err("relationship has the name of a column", rel.name)
+        target = by_name.get(rel.model)
+        if target is None:
+            err(f"relationship to unknown model {rel.model!r}", rel.name)
+            continue
+        if rel.type == "many-to-many" and not rel.secondary:
+            err("many-to-many needs 'secondary' (the association table)", rel.name)
+        if rel.secondary and rel.secondary not in tables:
+            err(f"secondary table {rel.secondary!r} is not the table of any model", rel.name)
+        if rel.foreign_key and rel.foreign_key not in names and rel.foreign_key not in set(
+            target.all_columns
+        ):
+            err(f"foreign_key {rel.foreign_key!r} is not a column of {m.name} or {target.name}",
+                rel.name)
+        if rel.back_populates and rel.back_populates in set(target.all_columns):
+            err(f"back_populates {rel.back_populates!r} is a column of {target.name}", rel.name)
+
+
+def _check_features(m: ResolvedModel, columns: set[str], err: Any) -> None:
+    spec = m.spec
+    named: list[tuple[str, Iterable[str]]] = []
+    if spec.encryption:
+        named.append(("encryption.fields", spec.encryption.fields))
+        named.append(("encryption.searchable", spec.encryption.searchable))
+        for f in spec.encryption.searchable:
+            if f not in spec.encryption.fields:
+                err(f"encryption.searchable names {f!r}, which is not in encryption.fields", f)
+        col_types = {c.name: c.type.split("(")[0] for c in m.columns}
+        for f in spec.encryption.fields:
+            if f in col_types and col_types[f] not in {"String", "Text", "JSON", "JSONB"}:
+                err(f"encryption supports String, Text and JSON columns, not {col_types[f]}", f)
+    if spec.gdpr:
+        named.append(("gdpr.user_id_field", [spec.gdpr.user_id_field]))
+        named.append(("gdpr.export_fields", spec.gdpr.export_fields))
+        named.append(("gdpr.anonymize_fields", spec.gdpr.anonymize_fields))
+    if spec.vector_search:
+        named.append(("vector_search.content_field", [spec.vector_search.content_field]))
+        named.append(("vector_search.metadata_fields", spec.vector_search.metadata_fields))
+    if spec.app_scope:
+        named.append(("app_scope.column", [spec.app_scope.column]))
+    if spec.caching and spec.caching.cache_key_format:
+        try:
+            spec.caching.cache_key_format.format(id="x", model=m.name, table=m.table_name)
+        except (KeyError, IndexError, ValueError) as exc:
+            err(f"caching.cache_key_format may use {{id}}, {{model}} and {{table}}: {exc}",
+                "caching")
+    for block, fields in named:
+        for f in fields:
+            if f not in columns:
+                err(f"{block} names {f!r}, which is not a column of {m.name}", f)
+
+
+def _dependency_order(models: list[ResolvedModel]) -> list[ResolvedModel]:
+    """Parents and foreign-key targets first; a cycle is an error naming its models."""
+    by_table = {m.table_name: m.name for m in models if m.inheritance != "single"}
+    graph: dict[str, set[str]] = {m.name: set() for m in models}
+    for m in models:
+        if m.spec.inherits:
+            graph[m.name].add(m.spec.inherits)
+        for col in m.columns:
+            if col.foreign_key:
+                target = by_table[col.foreign_key.split(".")[0]]
+                if target != m.name and not _is_ancestor(target, m, models):
+                    graph[m.name].add(target)
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        cycle = exc.args[1]
+        first = next(m for m in models if m.name == cycle[0])
+        raise ModelConfigErrors([ModelConfigError(
+            "dependency cycle through foreign keys: " + " -> ".join(cycle)
+            + " (make one of the foreign keys part of a separate association model)",
+            file=first.file, model=first.name)]) from exc
+    by_name = {m.name: m for m in models}
+    return [by_name[n] for n in order]
+
+
+def _is_ancestor(name: str, m: ResolvedModel, models: list[ResolvedModel]) -> bool:
+    parents = {x.name: x.spec.inherits for x in models}
+    current = m.spec.inherits
+    while current:
+        if current == name:
+            return True
+        current = parents.get(current)
+    return False
