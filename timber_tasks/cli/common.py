@@ -20,7 +20,7 @@ DatabaseUrl = Annotated[
 ]
 ConfigDirs = Annotated[
     list[Path] | None,
-    typer.Option("--models", "-m", help="Model YAML folder (repeatable); default TIMBER_MODEL_CONFIG_DIRS."),
+    typer.Option("--models", help="Model YAML folder (repeatable); default TIMBER_MODEL_CONFIG_DIRS."),
 ]
 AppName = Annotated[str | None, typer.Option("--app", envvar="TIMBER_APP_NAME", help="App name.")]
 

@@ -67,53 +67,28 @@ class ModelFactory:
 
     def _build_class(self, m: ResolvedModel) -> type[Any]:
         spec = m.spec
+        parent: Any = self.classes[spec.inherits] if spec.inherits else self.base
         attrs: dict[str, Any] = {"timber_spec": m, "__doc__": spec.description}
-        table_args: list[Any] = []
-        parent = self.classes[spec.inherits] if spec.inherits else self.base
-        if m.inheritance != "single":
-            attrs["__tablename__"] = m.table_name
         if m.inheritance == "joined" and not any(c.primary_key for c in m.columns):
-            for pk in parent.__table__.primary_key.columns:
-                attrs[pk.name] = Column(
-                    pk.name, pk.type, ForeignKey(f"{pk.table.name}.{pk.name}", ondelete="CASCADE"),
-                    primary_key=True,
-                )
+            attrs.update(_key_to_parent(parent))
         for col in m.columns:
             attrs[col.name] = self._build_column(col)
-            if col.check:
-                table_args.append(
-                    CheckConstraint(col.check, name=f"ck_{m.table_name}_{col.name}"[:63])
-                )
         for comp in spec.computed:
-            attrs[comp.name] = Column(
-                comp.name, parse_type(comp.type, self.dialect),
-                Computed(comp.expression, persisted=comp.persisted),
-            )
-        for idx in m.indexes:
-            where = {"postgresql_where": text(idx.where), "sqlite_where": text(idx.where)} if (
-                idx.where) else {}
-            name = idx.name or f"ix_{m.table_name}_{'_'.join(idx.columns)}"[:63]
-            table_args.append(Index(name, *idx.columns, unique=idx.unique, **where))
-        if table_args and m.inheritance != "single":
-            attrs["__table_args__"] = tuple(table_args)
-        mapper_args: dict[str, Any] = {}
-        if spec.polymorphic and spec.polymorphic.enabled:
-            mapper_args["polymorphic_on"] = spec.polymorphic.on
-            mapper_args["polymorphic_identity"] = spec.polymorphic_identity or spec.name
-        elif spec.polymorphic_identity:
-            mapper_args["polymorphic_identity"] = spec.polymorphic_identity
+            attrs[comp.name] = Column(comp.name, parse_type(comp.type, self.dialect),
+                                      Computed(comp.expression, persisted=comp.persisted))
+        mapper_args = _mapper_args(m)
         if mapper_args:
             attrs["__mapper_args__"] = mapper_args
-        cls = type(spec.name, (parent,), attrs)
         if m.inheritance == "single":
-            # Single-table children add their constraints to the parent's existing table.
-            for arg in table_args:
-                if isinstance(arg, CheckConstraint):
-                    cls.__table__.append_constraint(arg)
-                else:
-                    cols = [cls.__table__.c[c] for c in arg.expressions]
-                    Index(arg.name, *cols, unique=arg.unique, **arg.dialect_kwargs)
-        return cls
+            # No table of its own: the constraints go onto the parent's table, by column object.
+            cls: Any = type(spec.name, (parent,), attrs)
+            for constraint in _constraints(m, lambda name: cls.__table__.c[name]):
+                if isinstance(constraint, CheckConstraint):
+                    cls.__table__.append_constraint(constraint)
+            return cls
+        attrs["__tablename__"] = m.table_name
+        attrs["__table_args__"] = tuple(_constraints(m, str))
+        return type(spec.name, (parent,), attrs)
 
     def _build_column(self, col: ColumnSpec) -> Column[Any]:
         args: list[Any] = []
@@ -167,6 +142,38 @@ class ModelFactory:
             owner = cls if rel.foreign_key in cls.__table__.c else self.classes[rel.model]
             kwargs["foreign_keys"] = [owner.__table__.c[rel.foreign_key]]
         return relationship(rel.model, **kwargs)
+
+
+def _key_to_parent(parent: Any) -> dict[str, Column[Any]]:
+    """Joined inheritance: the child's primary key is a foreign key to the parent's."""
+    return {
+        pk.name: Column(pk.name, pk.type, ForeignKey(f"{pk.table.name}.{pk.name}", ondelete="CASCADE"),
+                        primary_key=True)
+        for pk in parent.__table__.primary_key.columns
+    }
+
+
+def _mapper_args(m: ResolvedModel) -> dict[str, Any]:
+    spec = m.spec
+    if spec.polymorphic and spec.polymorphic.enabled:
+        return {"polymorphic_on": spec.polymorphic.on,
+                "polymorphic_identity": spec.polymorphic_identity or spec.name}
+    if spec.polymorphic_identity:
+        return {"polymorphic_identity": spec.polymorphic_identity}
+    return {}
+
+
+def _constraints(m: ResolvedModel, column: Callable[[str], Any]) -> list[Any]:
+    """Check constraints and indexes of a model; `column` turns a column name into what Index takes."""
+    out: list[Any] = [
+        CheckConstraint(col.check, name=f"ck_{m.table_name}_{col.name}"[:63])
+        for col in m.columns if col.check
+    ]
+    for idx in m.indexes:
+        where = {"postgresql_where": text(idx.where), "sqlite_where": text(idx.where)} if idx.where else {}
+        name = idx.name or f"ix_{m.table_name}_{'_'.join(idx.columns)}"[:63]
+        out.append(Index(name, *(column(c) for c in idx.columns), unique=idx.unique, **where))  # type: ignore[arg-type]
+    return out
 
 
 def _default(value: Any) -> tuple[Any, Any]:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 
 # PostgreSQL truncates identifiers at 63 bytes; we refuse rather than truncate.
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -128,6 +136,14 @@ class ComputedSpec(Strict):
 class PolymorphicSpec(Strict):
     enabled: bool = True
     on: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on_key(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `on:` key as the boolean True; the seeds write it that way.
+        if isinstance(value, dict) and True in value:
+            value = {("on" if k is True else k): v for k, v in value.items()}
+        return value
 
 
 class EncryptionSpec(Strict):

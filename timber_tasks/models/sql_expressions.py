@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-KEYWORDS = frozenset(
-    "and or not in is null true false like ilike between case when then else end "
-    "coalesce lower upper abs round length trim nullif cast as".split()
-)
+KEYWORDS = frozenset({
+    "and", "or", "not", "in", "is", "null", "true", "false", "like", "ilike", "between",
+    "case", "when", "then", "else", "end", "coalesce", "lower", "upper", "abs", "round",
+    "length", "trim", "nullif", "cast", "as",
+})
 
 _TOKEN = re.compile(
     r"""\s*(?:

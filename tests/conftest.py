@@ -1,0 +1,107 @@
+"""Shared fixtures: one per real backend, so contract tests run against each of them."""
+
+from __future__ import annotations
+
+import os
+import socket
+import textwrap
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from timber_tasks import runtime
+from timber_tasks.models import types, validators
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex((host, port)) == 0
+
+
+def require_server(port: int, name: str) -> None:
+    """Skip locally when a server is absent; on CI (CI=true) its absence is a failure."""
+    if port_open(port):
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{name} is not running on port {port}; .ci/run should have started it")
+    pytest.skip(f"{name} is not running on port {port}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    require_server(5432, "PostgreSQL")
+    name = f"timber_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _reset_postgres(url: str) -> None:
+    engine = create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using this runs twice: on an SQLite file and on an empty PostgreSQL schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'timber.db'}"
+    url: str = request.getfixturevalue("postgres_server_url")
+    _reset_postgres(url)
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> str:
+    _reset_postgres(postgres_server_url)
+    return postgres_server_url
+
+
+@pytest.fixture
+def write_models(tmp_path: Path) -> Callable[..., Path]:
+    """write_models({"a.yaml": "...yaml..."}) -> the folder holding them."""
+    counter = iter(range(1_000_000))
+
+    def write(files: dict[str, str]) -> Path:
+        folder = tmp_path / f"models_{next(counter)}"
+        for name, body in files.items():
+            path = folder / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(textwrap.dedent(body))
+        return folder
+
+    return write
+
+
+@pytest.fixture(autouse=True)
+def _isolated_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test starts with no Timber, no custom types or validators, and its own data dir."""
+    monkeypatch.setenv("TIMBER_DATA_DIR", str(tmp_path / "var"))
+    monkeypatch.setenv("TIMBER_MIGRATIONS_DIR", str(tmp_path / "migrations"))
+    for name in ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND_URL", "REDIS_URL", "QDRANT_URL",
+                 "TIMBER_APP_NAME", "TIMBER_MODEL_CONFIG_DIRS"):
+        monkeypatch.delenv(name, raising=False)
+    custom_types = dict(types._custom_types)
+    custom_validators = dict(validators._custom)
+    yield
+    runtime.reset()
+    types._custom_types.clear()
+    types._custom_types.update(custom_types)
+    validators._custom.clear()
+    validators._custom.update(custom_validators)

@@ -1,0 +1,3 @@
+from timber_tasks.cli import main
+
+main()
