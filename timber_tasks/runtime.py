@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 
 from timber_tasks.db import DatabaseManager
 from timber_tasks.errors import ConfigError, TimberError
+from timber_tasks.jobs.tables import system_metadata
 from timber_tasks.models.registry import ModelRegistry
 from timber_tasks.settings import Settings
 
@@ -32,7 +33,9 @@ class Timber:
         return self.registry.get(name)
 
     def create_tables(self) -> None:
+        """Create missing tables: the YAML models' and the platform's own (jobs, outbox, dead letters)."""
         self.db.create_tables(self.registry.metadata)
+        self.db.create_tables(system_metadata)
 
 
 _current: Timber | None = None

@@ -10,8 +10,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import MetaData
 
 from timber_tasks.errors import MigrationError
+from timber_tasks.jobs.tables import system_metadata
 
 if TYPE_CHECKING:
     from timber_tasks.runtime import Timber
@@ -22,6 +24,15 @@ HERE = Path(__file__).parent
 def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
     """Leave alone what the database has and the YAML does not: tables and columns are never dropped."""
     return not (reflected and compare_to is None and type_ in {"table", "column"})
+
+
+def target_metadata(timber: Timber) -> MetaData:
+    """The schema migrations aim at: the YAML models plus the platform's own tables."""
+    combined = MetaData()
+    for metadata in (timber.registry.metadata, system_metadata):
+        for table in metadata.sorted_tables:
+            table.to_metadata(combined)
+    return combined
 
 
 def alembic_config(timber: Timber) -> Config:
@@ -70,4 +81,4 @@ def pending_changes(timber: Timber) -> list[Any]:
         ctx = MigrationContext.configure(
             conn, opts={"include_object": include_object, "compare_type": True}
         )
-        return list(compare_metadata(ctx, timber.registry.metadata))
+        return list(compare_metadata(ctx, target_metadata(timber)))

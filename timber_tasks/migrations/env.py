@@ -6,7 +6,7 @@ from typing import Any
 
 from alembic import context
 
-from timber_tasks.migrations import include_object
+from timber_tasks.migrations import include_object, target_metadata
 
 config = context.config
 timber = config.attributes["timber"]
@@ -16,7 +16,7 @@ def run_migrations_online() -> None:
     with timber.db.engine.connect() as connection:
         context.configure(
             connection=connection,
-            target_metadata=timber.registry.metadata,
+            target_metadata=target_metadata(timber),
             include_object=include_object,
             render_as_batch=timber.db.dialect == "sqlite",  # SQLite cannot ALTER most things
             compare_type=True,

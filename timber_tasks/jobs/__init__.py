@@ -1,0 +1,1 @@
+"""Job bookkeeping that knows nothing of Celery: idempotency, outbox, dead letters, persistence."""
