@@ -18,6 +18,16 @@ from timber_tasks.models.validators import register_validator
 from timber_tasks.runtime import Timber, current, get_model, initialize_timber
 from timber_tasks.settings import Settings
 
+
+def __getattr__(name: str) -> object:
+    # `celery -A timber_tasks` looks for `app`; importing Celery only then keeps the library light.
+    if name in ("app", "celery"):
+        from timber_tasks.celery_app import app
+
+        return app
+    raise AttributeError(f"module 'timber_tasks' has no attribute {name!r}")
+
+
 __all__ = [
     # set-up
     "initialize_timber",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 class TimberError(Exception):
@@ -30,6 +31,10 @@ class ModelConfigError(TimberError):
         self.message = message
         super().__init__(str(self))
 
+    def __reduce__(self) -> tuple[Any, ...]:  # keep the type and fields through pickling (Celery does)
+        return (_rebuild, (type(self), {"message": self.message, "file": self.file, "model": self.model,
+                                        "field": self.field}))
+
     def __str__(self) -> str:
         where = [
             f"{label} {value!r}"
@@ -47,6 +52,9 @@ class ModelConfigErrors(ModelConfigError):
         lines = "\n".join(f"  - {e}" for e in self.errors)
         super().__init__(f"{len(self.errors)} error(s) in model configuration:\n{lines}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.errors,))
+
 
 class ModelNotFoundError(TimberError, LookupError):
     """Raised when a model name is not in the registry."""
@@ -60,6 +68,9 @@ class ModelNotFoundError(TimberError, LookupError):
     def __str__(self) -> str:  # LookupError would quote the message otherwise
         return str(self.args[0])
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.name, self.suggestions))
+
 
 class ValidationError(TimberError, ValueError):
     """Raised when a value written to a model breaks its type, nullability or validators."""
@@ -71,6 +82,9 @@ class ValidationError(TimberError, ValueError):
         where = f"{model}.{field}" if field else model
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.model, self.field, self.message))
+
 
 class DatabaseError(TimberError):
     """Raised when the database layer fails in a way the caller should see."""
@@ -78,3 +92,8 @@ class DatabaseError(TimberError):
 
 class MigrationError(DatabaseError):
     """Raised when generating or applying a migration fails."""
+
+
+def _rebuild(cls: type[ModelConfigError], fields: dict[str, Any]) -> ModelConfigError:
+    message = fields.pop("message")
+    return cls(message, **fields)

@@ -85,6 +85,13 @@ def current() -> Timber:
     return _current
 
 
+def for_this_process() -> Timber:
+    """The Timber of this process, loading it (registry once, own connections) after a fork or at first use."""
+    if _current is None or _current_pid != os.getpid():
+        return initialize_timber(create_tables=False)
+    return _current
+
+
 def get_model(name: str) -> type[Any]:
     """The mapped class of a registered model; unknown names list close matches."""
     return current().get_model(name)

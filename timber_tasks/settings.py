@@ -7,7 +7,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    field_validator,
+)
 from sqlalchemy.engine import make_url
 
 # Environment variable for each setting; the names are part of the public interface.
@@ -23,6 +31,14 @@ ENV_NAMES: dict[str, str] = {
     "encryption_keys": "TIMBER_ENCRYPTION_KEYS",
     "migrations_dir": "TIMBER_MIGRATIONS_DIR",
     "slow_query_ms": "TIMBER_SLOW_QUERY_MS",
+    "beat_schedule_file": "TIMBER_BEAT_SCHEDULE",
+    "workers_dir": "TIMBER_WORKERS_DIR",
+    "task_time_limit": "TIMBER_TASK_TIME_LIMIT",
+    "visibility_timeout": "TIMBER_VISIBILITY_TIMEOUT",
+    "outbox_republish_after": "TIMBER_OUTBOX_REPUBLISH_AFTER",
+    "broker_polling_interval": "TIMBER_BROKER_POLLING_INTERVAL",
+    "task_max_retries": "TIMBER_TASK_MAX_RETRIES",
+    "retry_backoff": "TIMBER_RETRY_BACKOFF",
 }
 
 
@@ -53,6 +69,15 @@ class Settings(BaseModel):
     encryption_keys: tuple[SecretStr, ...] = ()
     migrations_dir: Path = Path("migrations")
     slow_query_ms: float = 500.0
+    beat_schedule_file: Path = Path("beat_schedule.yaml")
+    workers_dir: Path = Path("workers")
+    task_time_limit: PositiveInt = 1800  # seconds; a pool's YAML may set its own, lower or higher
+    visibility_timeout: PositiveInt = 3600  # Redis redelivers unacked jobs after this: must exceed every limit
+    # Embedded brokers: a published job not finished after this many seconds is published again.
+    outbox_republish_after: PositiveFloat | None = None
+    broker_polling_interval: PositiveFloat = 0.02
+    task_max_retries: NonNegativeInt = 5  # for transient faults only; bad input never retries
+    retry_backoff: PositiveFloat = 1.0  # seconds before the first retry; doubles, capped at 60, jittered
 
     @field_validator("model_config_dirs", mode="before")
     @classmethod
@@ -84,6 +109,22 @@ class Settings(BaseModel):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'timber.db').resolve()}"
+
+    @property
+    def resolved_broker_url(self) -> str:
+        """The broker URL, or the embedded filesystem transport (no server, supports fanout)."""
+        return self.broker_url or "filesystem://"
+
+    @property
+    def resolved_result_backend_url(self) -> str:
+        if self.result_backend_url:
+            return self.result_backend_url
+        return f"db+sqlite:///{(self.data_dir / 'celery-results.db').resolve()}"
+
+    @property
+    def republish_after(self) -> float:
+        """Long enough that a job still running under its time limit is not published twice."""
+        return self.outbox_republish_after or float(self.task_time_limit + 60)
 
     def __repr__(self) -> str:
         shown = {

@@ -34,7 +34,7 @@ def is_transient(exc: BaseException) -> bool:
             return True
         message = str(exc.orig).lower()
         if isinstance(exc, sa_exc.OperationalError) and (
-            code is None and any(m in message for m in TRANSIENT_SQLITE_MESSAGES)
+            (code is None and any(m in message for m in TRANSIENT_SQLITE_MESSAGES))
             or "server closed the connection" in message or "could not connect" in message
             or "connection refused" in message or "terminating connection" in message
         ):

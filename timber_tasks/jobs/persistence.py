@@ -33,6 +33,9 @@ class RecordNotFoundError(TimberError, LookupError):
         self.key = dict(key)
         super().__init__(f"{model}: no record with {self.key}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.model, self.key))
+
 
 def persist(
     timber: Timber,
@@ -49,7 +52,7 @@ def persist(
         raise ValidationError(model_name, None, f"unknown operation {operation!r}; use one of {', '.join(OPERATIONS)}")
     model = timber.registry.get(model_name)
     batch = isinstance(data, list | tuple)
-    records = list(data) if batch else [data]  # type: ignore[list-item]
+    records = list(data) if batch else [data]
     if not records:
         raise ValidationError(model_name, None, "a batch job needs at least one record")
     rows = _validated(model, operation, records)

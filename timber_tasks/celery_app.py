@@ -1,0 +1,152 @@
+"""The Celery app: JSON only, late acks, routing by task name, events on, safe settings checked.
+
+`celery -A timber_tasks worker|beat|inspect|flower` and `timber-tasks worker|beat|flower`
+all use the `app` built here from Settings (environment, then embedded defaults).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, signals
+from kombu import Queue
+
+from timber_tasks import runtime
+from timber_tasks.errors import ConfigError
+from timber_tasks.settings import Settings
+
+QUEUES = ("persistence", "embeddings", "market_data", "gdpr", "maintenance")
+
+# Task names carry their family; an app never names a queue.
+ROUTES = {
+    "timber.persistence.*": {"queue": "persistence"},
+    "timber.embeddings.*": {"queue": "embeddings"},
+    "timber.market_data.*": {"queue": "market_data"},
+    "timber.gdpr.*": {"queue": "gdpr"},
+    "timber.maintenance.*": {"queue": "maintenance"},
+    "timber.cache.*": {"queue": "maintenance"},
+}
+
+TASK_MODULES = ["timber_tasks.tasks.persistence", "timber_tasks.tasks.maintenance"]
+
+# Brokers that hold an unacked copy of a job and give it back when a worker dies.
+REDELIVERING_SCHEMES = ("redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp")
+
+
+def settings_of(app: Celery) -> Settings:
+    """The Settings an app was built from (apps not built by make_celery get the environment's)."""
+    return getattr(app, "timber_settings", None) or Settings.load()
+
+
+def broker_keeps_unacked(broker_url: str) -> bool:
+    return broker_url.split("://", 1)[0].split("+")[0] in REDELIVERING_SCHEMES
+
+
+def is_redis(broker_url: str) -> bool:
+    return broker_url.split("://", 1)[0] in ("redis", "rediss", "sentinel")
+
+
+def embedded_transport_options(settings: Settings) -> dict[str, Any]:
+    """Filesystem transport folders under the data dir: queue files, and the fanout exchange table."""
+    root = (settings.data_dir / "broker").resolve()
+    queue, control = root / "queue", root / "control"
+    for folder in (queue, control):
+        folder.mkdir(parents=True, exist_ok=True)
+    return {"data_folder_in": str(queue), "data_folder_out": str(queue), "control_folder": str(control),
+            "store_processed": False, "polling_interval": settings.broker_polling_interval}
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    settings = settings or Settings.load()
+    broker = settings.resolved_broker_url
+    if broker == "filesystem://":
+        transport_options = embedded_transport_options(settings)
+    else:
+        transport_options = {"visibility_timeout": settings.visibility_timeout}
+    if not settings.result_backend_url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = Celery("timber_tasks", broker=broker, backend=settings.resolved_result_backend_url,
+                 include=TASK_MODULES)
+    app.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_queues=[Queue(name) for name in QUEUES],
+        task_default_queue="maintenance",
+        task_routes=ROUTES,
+        task_time_limit=settings.task_time_limit,
+        broker_transport_options=transport_options,
+        result_backend_transport_options=transport_options if is_redis(broker) else {},
+        broker_connection_retry_on_startup=True,
+        worker_send_task_events=True,  # Flower and `celery events` need them
+        task_send_sent_event=True,
+        task_track_started=True,
+        result_extended=True,
+        result_expires=86_400,
+        timezone="UTC",
+        enable_utc=True,
+        worker_hijack_root_logger=False,
+        beat_schedule_filename=str((settings.data_dir / "celerybeat-schedule").resolve()),
+    )
+    if is_redis(broker):
+        # One beat at a time: RedBeat keeps the schedule in Redis behind a lock.
+        app.conf.update(beat_scheduler="redbeat.RedBeatScheduler", redbeat_redis_url=broker,
+                        redbeat_key_prefix="timber:redbeat:", redbeat_lock_timeout=60)
+    app.timber_settings = settings
+    app.loader.import_default_modules()  # registers the shared tasks on this app
+    from timber_tasks import beat
+
+    app.conf.beat_schedule = beat.load_schedule(settings.beat_schedule_file, app)
+    return app
+
+
+def check_app_config(app: Celery, pool_time_limits: list[int] | None = None) -> None:
+    """Refuse settings that lose or corrupt jobs; every message says what to change."""
+    conf = app.conf
+    for key in ("accept_content", "result_accept_content"):
+        if list(conf[key] or []) != ["json"]:
+            raise ConfigError(f"Celery {key} is {conf[key]!r}: only ['json'] is safe (pickle runs code on load)")
+    for key in ("task_serializer", "result_serializer"):
+        if conf[key] != "json":
+            raise ConfigError(f"Celery {key} is {conf[key]!r}: jobs must be JSON")
+    if not (conf.task_acks_late and conf.task_reject_on_worker_lost):
+        raise ConfigError("task_acks_late and task_reject_on_worker_lost must both be on, or a crash loses jobs")
+    if is_redis(str(conf.broker_url)):
+        visibility = int((conf.broker_transport_options or {}).get("visibility_timeout", 3600))
+        limits = [int(conf.task_time_limit or 0), *(pool_time_limits or [])]
+        longest = max(limits)
+        if visibility <= longest:
+            raise ConfigError(
+                f"Redis visibility_timeout ({visibility}s) must be larger than the longest time limit "
+                f"({longest}s), or Redis hands running jobs to a second worker: raise TIMBER_VISIBILITY_TIMEOUT "
+                "or lower the time limits"
+            )
+
+
+app = make_celery()
+
+
+@signals.worker_init.connect
+def _check_on_start(sender: Any = None, **_: Any) -> None:
+    """The worker's main process: refuse unsafe settings and bad YAML before taking any job."""
+    from timber_tasks import pools
+
+    limits = [p.time_limit for p in pools.load_pools(settings_of(app).workers_dir) if p.time_limit]
+    check_app_config(app, limits)
+    runtime.initialize_timber(create_tables=True)
+
+
+@signals.worker_process_init.connect
+def _fresh_process(**_: Any) -> None:
+    """Each pool process loads the registry once and opens its own connections, never the parent's."""
+    runtime.initialize_timber(create_tables=False)
+
+
+@signals.beat_init.connect
+def _beat_start(**_: Any) -> None:
+    runtime.initialize_timber(create_tables=True)
+

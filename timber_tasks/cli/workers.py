@@ -1,0 +1,50 @@
+"""`timber-tasks worker|beat|flower`: start Celery processes from the project's YAML."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from timber_tasks.cli.common import err_console, reported_errors
+
+LogLevel = Annotated[str, typer.Option("--loglevel", "-l", help="Celery log level.")]
+
+
+def worker(
+    pool: Annotated[str, typer.Option("--pool", "-p", help="Pool name: workers/NAME.yaml.")] = "persistence",
+    loglevel: LogLevel = "INFO",
+) -> None:
+    """Start a worker for one pool of workers/*.yaml (queues, pool type, concurrency, limits)."""
+    from timber_tasks import pools
+    from timber_tasks.celery_app import app, check_app_config, settings_of
+
+    with reported_errors():
+        config = pools.find_pool(settings_of(app).workers_dir, pool)
+        check_app_config(app, [config.time_limit] if config.time_limit else [])
+    app.worker_main(config.worker_argv(loglevel))
+
+
+def beat(loglevel: LogLevel = "INFO") -> None:
+    """Start beat with the entries of beat_schedule.yaml (RedBeat's lock when Redis is the broker)."""
+    with reported_errors():
+        from timber_tasks.celery_app import app
+    app.start(["beat", "-l", loglevel])
+
+
+def flower(
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 5555,
+    address: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    basic_auth: Annotated[str | None, typer.Option(
+        envvar="FLOWER_BASIC_AUTH", help="user:password[,user2:password2]; required.")] = None,
+) -> None:
+    """Start Flower; it refuses to run without authentication."""
+    if not basic_auth or ":" not in basic_auth:
+        err_console.print("[red]error:[/red] Flower needs authentication: set FLOWER_BASIC_AUTH=user:password "
+                          "(or pass --basic-auth); an open dashboard can revoke and inspect jobs")
+        raise typer.Exit(2)
+    with reported_errors():
+        from timber_tasks.celery_app import app
+    os.environ.setdefault("FLOWER_UNAUTHENTICATED_API", "false")
+    app.start(["flower", f"--port={port}", f"--address={address}", f"--basic-auth={basic_auth}"])

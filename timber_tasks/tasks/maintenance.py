@@ -1,0 +1,32 @@
+"""Maintenance jobs: the outbox relay, idempotency record clean-up, and a no-op for health and benchmarks."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from celery import shared_task
+from sqlalchemy import delete
+
+from timber_tasks.jobs.tables import JobRecord
+from timber_tasks.models.factory import utcnow
+from timber_tasks.tasks import relay
+from timber_tasks.tasks.base import TimberTask, get_timber
+
+
+@shared_task(base=TimberTask, bind=True, name="timber.maintenance.relay_outbox")
+def relay_outbox(self: TimberTask, limit: int = 500) -> dict[str, Any]:
+    return relay.relay(self.app, get_timber(), limit=limit)
+
+
+@shared_task(base=TimberTask, name="timber.maintenance.purge_job_records")
+def purge_job_records(older_than_days: int = 30) -> int:
+    """Idempotency keys are kept long enough to outlive any redelivery, then dropped."""
+    cutoff = utcnow() - timedelta(days=older_than_days)
+    with get_timber().db.session_scope() as session:
+        return int(session.execute(delete(JobRecord).where(JobRecord.created_at < cutoff)).rowcount)  # type: ignore[attr-defined]
+
+
+@shared_task(name="timber.maintenance.noop")
+def noop() -> None:
+    """Does nothing: the floor every benchmark is measured against."""

@@ -1,0 +1,58 @@
+"""Publishing outbox rows: right after the writer's commit, and later by the relay for what is due."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from celery import Celery
+from sqlalchemy import select
+
+from timber_tasks.celery_app import broker_keeps_unacked
+from timber_tasks.jobs import outbox
+from timber_tasks.jobs.tables import OutboxMessage
+from timber_tasks.runtime import Timber
+
+log = logging.getLogger("timber_tasks.outbox")
+
+# A committer publishes its own rows at once; the relay leaves fresh pending rows to it.
+PENDING_GRACE = timedelta(seconds=5)
+# Publish attempts when the broker may be down: fail fast, the relay comes back later.
+PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+
+
+def _publish(app: Celery, rows: list[OutboxMessage]) -> list[str]:
+    sent: list[str] = []
+    for row in rows:
+        try:
+            app.send_task(row.task_name, list(row.args), dict(row.kwargs), task_id=row.task_id,
+                          retry=True, retry_policy=PUBLISH_RETRY, **dict(row.options))
+        except Exception as exc:
+            log.warning("broker unavailable (%s): %d job(s) stay in the outbox", exc, len(rows) - len(sent))
+            break
+        sent.append(row.task_id)
+    return sent
+
+
+def _keeps_rows(app: Celery) -> bool:
+    return not broker_keeps_unacked(str(app.conf.broker_url))
+
+
+def publish_rows(app: Celery, timber: Timber, task_ids: list[str]) -> int:
+    with timber.db.session_scope() as session:
+        rows = list(session.scalars(select(OutboxMessage).where(OutboxMessage.task_id.in_(task_ids))))
+    sent = _publish(app, rows)
+    outbox.mark_published(timber.db, sent, keep=_keeps_rows(app))
+    return len(sent)
+
+
+def relay(app: Celery, timber: Timber, *, limit: int = 500) -> dict[str, Any]:
+    """Publish pending rows nobody published, and re-publish embedded-broker jobs that never finished."""
+    rows = outbox.due(timber.db, pending_after=PENDING_GRACE,
+                      published_after=timedelta(seconds=timber.settings.republish_after), limit=limit)
+    sent = _publish(app, rows)
+    outbox.mark_published(timber.db, sent, keep=_keeps_rows(app))
+    if sent:
+        log.info("outbox relay published %d job(s)", len(sent))
+    return {"due": len(rows), "published": len(sent)}
