@@ -105,3 +105,18 @@ def _isolated_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     types._custom_types.update(custom_types)
     validators._custom.clear()
     validators._custom.update(custom_validators)
+
+
+@pytest.fixture(params=["embedded", "redis", "rabbitmq"])
+def platform(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
+    """The same job tests on the embedded default, PostgreSQL + Redis, and PostgreSQL + RabbitMQ."""
+    from .platforms import open_platform
+
+    kind = request.param
+    postgres = None
+    if kind != "embedded":
+        require_server(6379, "Redis")
+        if kind == "rabbitmq" and not port_open(5672):
+            pytest.skip("RabbitMQ is not running (its tests run where it is)")
+        postgres = request.getfixturevalue("postgres_url")
+    yield from open_platform(kind, tmp_path, postgres)

@@ -12,8 +12,11 @@ from celery import Celery, signals
 from kombu import Queue
 
 from timber_tasks import runtime
+from timber_tasks.brokers import broker_keeps_unacked, is_redis, settings_of
 from timber_tasks.errors import ConfigError
 from timber_tasks.settings import Settings
+
+__all__ = ["QUEUES", "app", "broker_keeps_unacked", "check_app_config", "make_celery", "settings_of"]
 
 QUEUES = ("persistence", "embeddings", "market_data", "gdpr", "maintenance")
 
@@ -28,22 +31,6 @@ ROUTES = {
 }
 
 TASK_MODULES = ["timber_tasks.tasks.persistence", "timber_tasks.tasks.maintenance"]
-
-# Brokers that hold an unacked copy of a job and give it back when a worker dies.
-REDELIVERING_SCHEMES = ("redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp")
-
-
-def settings_of(app: Celery) -> Settings:
-    """The Settings an app was built from (apps not built by make_celery get the environment's)."""
-    return getattr(app, "timber_settings", None) or Settings.load()
-
-
-def broker_keeps_unacked(broker_url: str) -> bool:
-    return broker_url.split("://", 1)[0].split("+")[0] in REDELIVERING_SCHEMES
-
-
-def is_redis(broker_url: str) -> bool:
-    return broker_url.split("://", 1)[0] in ("redis", "rediss", "sentinel")
 
 
 def embedded_transport_options(settings: Settings) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from timber_tasks import runtime
-from timber_tasks.celery_app import broker_keeps_unacked, settings_of
+from timber_tasks.brokers import broker_keeps_unacked, settings_of
 from timber_tasks.jobs import dead_letters, outbox
 from timber_tasks.jobs.faults import is_transient
 from timber_tasks.runtime import Timber

@@ -9,7 +9,7 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import select
 
-from timber_tasks.celery_app import broker_keeps_unacked
+from timber_tasks.brokers import broker_keeps_unacked
 from timber_tasks.jobs import outbox
 from timber_tasks.jobs.tables import OutboxMessage
 from timber_tasks.runtime import Timber
