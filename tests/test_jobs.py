@@ -136,6 +136,7 @@ def test_a_job_enqueued_while_the_broker_is_down_is_published_by_the_relay(platf
         session.add(User(**_user(5)))
         task_id = enqueue(session, PERSIST, "User", "update", {"id": "user-5", "username": "from_outbox"})
     assert outbox.counts(platform.timber.db) == {"pending": 1}  # committed, kept, not lost
+    down.close()
     platform.app.set_current()
     platform.start_worker()
     with platform.timber.db.session_scope() as session:  # age the row past the committer's grace period
