@@ -64,17 +64,68 @@ class ModelNotFoundError(TimberError, LookupError):
 class ValidationError(TimberError, ValueError):
     """Raised when a value written to a model breaks its type, nullability or validators."""
 
-    def __init__(self, model: str, field: str | None, message: str) -> None:
+    def __init__(self, model: str, field: str | None, message: str, *, ids: object = None) -> None:
         self.model = model
         self.field = field
         self.message = message
+        self.ids = ids
         where = f"{model}.{field}" if field else model
+        if ids is not None:
+            where += f" (id {ids!r})"
         super().__init__(f"{where}: {message}")
 
 
 class DatabaseError(TimberError):
     """Raised when the database layer fails in a way the caller should see."""
 
+    def __init__(self, message: str, *, model: str | None = None, ids: object = None) -> None:
+        self.model = model
+        self.ids = ids
+        self.message = message
+        super().__init__(f"{_describe(model, ids)}: {message}" if model else message)
+
 
 class MigrationError(DatabaseError):
     """Raised when generating or applying a migration fails."""
+
+
+def _describe(model: str | None, ids: object = None, field: str | None = None) -> str:
+    where = model or "?"
+    if field:
+        where += f".{field}"
+    if ids is not None:
+        where += f" (id {ids!r})"
+    return where
+
+
+class ServiceError(TimberError):
+    """Raised by the domain services; carries the model and the ids it concerns."""
+
+    def __init__(self, message: str, *, model: str | None = None, ids: object = None) -> None:
+        self.model = model
+        self.ids = ids
+        self.message = message
+        super().__init__(f"{_describe(model, ids)}: {message}" if model else message)
+
+
+class NotFoundError(ServiceError, LookupError):
+    """Raised when a row asked for by id does not exist (or was soft-deleted)."""
+
+    def __str__(self) -> str:  # LookupError would quote the message otherwise
+        return str(self.args[0])
+
+
+class AccessDeniedError(ServiceError, PermissionError):
+    """Raised when the current app asks for another app's table, session type or row."""
+
+
+class DecryptionError(TimberError):
+    """Raised when an encrypted field cannot be read with any configured key."""
+
+    def __init__(self, model: str, field: str, row_id: object = None, reason: str = "") -> None:
+        self.model = model
+        self.field = field
+        self.row_id = row_id
+        hint = reason or ("no key in TIMBER_ENCRYPTION_KEYS decrypts it: was the key that wrote it "
+                          "removed before `timber-tasks keys rotate` finished?")
+        super().__init__(f"cannot decrypt {_describe(model, row_id, field)}: {hint}")

@@ -24,6 +24,15 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, comp
     return not (reflected and compare_to is None and type_ in {"table", "column"})
 
 
+def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+    """Encrypted columns hold Fernet tokens in TEXT: revisions need no import of our type."""
+    from timber_tasks.features.encryption import EncryptedType
+
+    if type_ == "type" and isinstance(obj, EncryptedType):
+        return "sa.Text()"
+    return False
+
+
 def alembic_config(timber: Timber) -> Config:
     versions = timber.settings.migrations_dir / "versions"
     versions.mkdir(parents=True, exist_ok=True)

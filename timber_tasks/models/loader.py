@@ -398,6 +398,9 @@ def _check_features(m: ResolvedModel, columns: set[str], err: Any) -> None:
         for f in spec.encryption.searchable:
             if f not in spec.encryption.fields:
                 err(f"encryption.searchable names {f!r}, which is not in encryption.fields", f)
+            if f + "_hash" in columns:
+                err(f"encryption.searchable {f!r} needs a column {f + '_hash'!r} for its lookup hash, "
+                    "and the model already has one", f)
         col_types = {c.name: c.type.split("(")[0] for c in m.columns}
         for f in spec.encryption.fields:
             if f in col_types and col_types[f] not in {"String", "Text", "JSON", "JSONB"}:
