@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.engine import make_url
 
 from timber_tasks.db import DatabaseManager
-from timber_tasks.features import isolation
 from timber_tasks.errors import ConfigError, TimberError
+from timber_tasks.features import isolation
 from timber_tasks.features.cache import CacheManager
 from timber_tasks.features.encryption import KeyRing
 from timber_tasks.models.registry import ModelRegistry

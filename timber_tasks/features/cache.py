@@ -260,6 +260,8 @@ class CacheManager:
             for k in keys:
                 data_key, ver_key, _ = self._rkeys(mc, k)
                 pipe.incr(ver_key)
+                # The version must outlive any entry filled before it; after that it may go (no leak).
+                pipe.expire(ver_key, 2 * mc.ttl + 60)
                 pipe.delete(data_key)
             if whole_model:
                 pipe.incr(self._rkeys(mc, "")[2])

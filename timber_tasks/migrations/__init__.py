@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -24,7 +24,7 @@ def include_object(obj: Any, name: str | None, type_: str, reflected: bool, comp
     return not (reflected and compare_to is None and type_ in {"table", "column"})
 
 
-def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+def render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
     """Encrypted columns hold Fernet tokens in TEXT: revisions need no import of our type."""
     from timber_tasks.features.encryption import EncryptedType
 
