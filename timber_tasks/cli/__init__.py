@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import typer
 
-from timber_tasks.cli import db, demo, models
+from timber_tasks.cli import db, demo, keys, models
 
 app = typer.Typer(no_args_is_help=True, help="Timber models and jobs on Celery workers.")
 app.add_typer(models.app, name="models")
 app.add_typer(db.app, name="db")
+app.add_typer(keys.app, name="keys")
 app.command("demo")(demo.demo)
 
 
