@@ -313,6 +313,7 @@ class CacheManager:
         return model in self._models
 
     def close(self) -> None:
+        """Stop the listener and drop connections; the cache stays usable and reconnects on demand."""
         if self._thread is not None and self._pid == os.getpid():
             self._thread.stop()
             self._thread.join(timeout=2)
@@ -320,7 +321,6 @@ class CacheManager:
         self._thread = None
         if self.redis is not None:
             self.redis.close()
-        self.generations.close()
 
 
 def _text(value: Any) -> str | None:
@@ -332,6 +332,13 @@ def load_record(timber: Any, model: type[Any], pk: Any) -> dict[str, Any] | None
     with timber.db.session_scope() as session:
         obj = session.get(model, pk)
         return to_jsonable(obj) if obj is not None else None
+
+
+def get_cached(timber: Any, model: type[Any] | str, pk: Any) -> dict[str, Any] | None:
+    """A row by primary key through L1, L2 and the database (no app checks: services add those)."""
+    cls = timber.registry.get(model) if isinstance(model, str) else model
+    result: dict[str, Any] | None = timber.cache.get(cls, pk, lambda: load_record(timber, cls, pk))
+    return result
 
 
 def warm_cache(timber: Any, model_name: str, keys: Sequence[Any] | None = None) -> int:
@@ -346,7 +353,7 @@ def warm_cache(timber: Any, model_name: str, keys: Sequence[Any] | None = None) 
         keys = list(caching.warm_keys) if caching is not None else []
     found = 0
     for pk in keys:
-        if timber.cache.get(model, pk, lambda pk=pk: load_record(timber, model, pk)) is not None:
+        if get_cached(timber, model, pk) is not None:
             found += 1
     return found
 
@@ -361,8 +368,7 @@ def _install_listeners() -> None:
     event.listen(Session, "after_flush", _collect)
     event.listen(Session, "after_commit", _apply)
     event.listen(Session, "after_rollback", _drop)
-    event.listen(Session, "after_bulk_update", _collect_bulk)
-    event.listen(Session, "after_bulk_delete", _collect_bulk)
+    event.listen(Session, "do_orm_execute", _collect_bulk)
     _listeners_installed = True
 
 
@@ -391,11 +397,14 @@ def _collect(session: Session, flush_context: Any) -> None:
                         pending.append((manager, klass, pk, False))
 
 
-def _collect_bulk(update_context: Any) -> None:
-    cls = update_context.mapper.class_
-    manager = _manager_for(cls)
-    if manager is not None:
-        update_context.session.info.setdefault(PENDING, []).append((manager, cls, None, True))
+def _collect_bulk(state: Any) -> None:
+    """An ORM-enabled UPDATE/DELETE statement: its rows are unknown, so the whole model goes."""
+    if not (state.is_update or state.is_delete):
+        return
+    for mapper in state.all_mappers:
+        manager = _manager_for(mapper.class_)
+        if manager is not None:
+            state.session.info.setdefault(PENDING, []).append((manager, mapper.class_, None, True))
 
 
 def _apply(session: Session) -> None:
