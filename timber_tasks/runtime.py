@@ -69,9 +69,14 @@ def initialize_timber(
     model_config_dirs: list[str | Path] | None = None,
     database_url: str | None = None,
     create_tables: bool = True,
+    app_role: bool = True,
     **settings: Any,
 ) -> Timber:
     """Load every model YAML under the dirs, build the models and (optionally) create tables.
+
+    On PostgreSQL, create_tables also installs the per-app roles and row-level security
+    policies, and app_role makes an app's connections act as its role (migrations, which
+    need the owner's rights, pass app_role=False).
 
     Arguments not given come from the environment, then from the embedded defaults.
     The result also becomes the process's current Timber, used by get_model().
@@ -102,6 +107,8 @@ def initialize_timber(
     if create_tables:
         timber.create_tables()
         isolation.install(timber)
+    if app_role:
+        isolation.activate(timber)
     with _lock:
         if _current is not None and _current.db is not db:
             _current.close()

@@ -31,7 +31,7 @@ def rotate(
     """
     with reported_errors():
         timber = initialize_timber(app_name=app_name, model_config_dirs=list(dirs) if dirs else None,
-                                   database_url=database_url, create_tables=False)
+                                   database_url=database_url, create_tables=False, app_role=False)
         report = rotate_encryption_keys(
             timber, batch_size=batch_size,
             progress=lambda model, rows, rotated: console.print(f"  {model}: {rows} rows seen, {rotated} "

@@ -227,6 +227,10 @@ def rotate_encryption_keys(timber: Any, batch_size: int = 500,
     key can be dropped from TIMBER_ENCRYPTION_KEYS. (Celery wrapper: the platform's
     maintenance task calls this.)
     """
+    if getattr(timber.db, "role", None) is not None:
+        # Row-level security would hide other apps' rows, which would then never be rotated.
+        raise ConfigError(f"key rotation must see every row, but this Timber acts as role {timber.db.role!r}: "
+                          "run it with initialize_timber(app_role=False) (the CLI does)")
     report = RotationReport()
     for model in timber.registry.with_feature("encryption"):
         report.models += 1

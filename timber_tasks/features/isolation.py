@@ -21,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from timber_tasks.errors import AccessDeniedError, ValidationError
+from timber_tasks.errors import AccessDeniedError, ConfigError, ValidationError
 
 log = logging.getLogger("timber_tasks.isolation")
 
@@ -80,7 +80,7 @@ def check_scope(app: str, model: type[Any], value: Any, ids: Any = None) -> None
 
 
 def install(timber: Any) -> None:
-    """PostgreSQL only: roles, grants and policies per app; then act as the app's role."""
+    """PostgreSQL only: roles, grants and row-level security policies per app (idempotent)."""
     if timber.db.dialect != "postgresql":
         return
     apps = known_apps(timber.registry)
@@ -103,8 +103,26 @@ def install(timber: Any) -> None:
         roles = ", ".join(f'"{role_name(a)}"' for a in apps)
         conn.execute(text(f"GRANT USAGE ON SCHEMA public TO {roles}"))
         conn.execute(text(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {roles}"))
-    if timber.app_name in apps:
-        timber.db.use_role(role_name(timber.app_name))
+
+
+def activate(timber: Any) -> None:
+    """PostgreSQL only: make every connection of an app's Timber act as the app's role."""
+    if timber.db.dialect != "postgresql" or timber.app_name not in known_apps(timber.registry):
+        return
+    role = role_name(timber.app_name)
+    shared = next((s.table_name for s in timber.registry.specs() if s.app is None), None)
+    with timber.db.engine.connect() as conn:
+        ready = conn.execute(text(
+            "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :r) THEN false "
+            "WHEN CAST(:t AS text) IS NULL THEN true "
+            "WHEN to_regclass(:t) IS NULL THEN false "
+            "ELSE has_table_privilege(:r, :t, 'SELECT') END"),
+            {"r": role, "t": shared}).scalar()
+    if not ready:
+        raise ConfigError(f"app {timber.app_name!r}: PostgreSQL role {role!r} or its grants are missing in this "
+                          "database; run initialize_timber(create_tables=True) once (or `timber-tasks demo`) "
+                          "to install roles, grants and row-level security policies")
+    timber.db.use_role(role)
 
 
 def _create_role(conn: Any, role: str, grant_to_me: bool) -> None:
