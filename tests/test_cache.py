@@ -27,6 +27,11 @@ models:
       - {name: id, type: String(10), primary_key: true}
       - {name: name, type: String(50)}
       - {name: secret, type: Text}
+      - {name: owner_id, type: Integer, foreign_key: owners.id, ondelete: CASCADE}
+  - name: Owner
+    table_name: owners
+    columns:
+      - {name: id, type: Integer, primary_key: true}
   - name: Plain
     table_name: plain
     columns:
@@ -103,6 +108,21 @@ def test_a_bulk_update_invalidates_the_whole_model(backend: dict[str, Any], item
     with timber.db.session_scope() as s:
         s.execute(update(Item).values(name="bulk"))
     assert {get_cached(timber, Item, i)["name"] for i in ("1", "2")} == {"bulk"}
+
+
+def test_a_delete_the_database_cascades_invalidates_the_rows_it_took_along(
+    backend: dict[str, Any], items_dir: Path
+) -> None:
+    timber = initialize_timber(model_config_dirs=[items_dir], **backend)
+    Item, Owner = timber.get_model("Item"), timber.get_model("Owner")
+    with timber.db.session_scope() as s:
+        s.add(Owner(id=1))
+        s.flush()
+        s.add(Item(id="1", name="owned", owner_id=1))
+    assert get_cached(timber, Item, "1")["owner_id"] == 1
+    with timber.db.session_scope() as s:
+        s.delete(s.get(Owner, 1))  # ON DELETE CASCADE removes the item; no session saw it go
+    assert get_cached(timber, Item, "1") is None
 
 
 def test_l1_is_bounded_by_max_entries_and_expires_after_its_ttl(items_dir: Path, tmp_path: Path) -> None:

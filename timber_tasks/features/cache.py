@@ -23,17 +23,12 @@ Encrypted fields are written to Redis as Fernet tokens, never in plaintext.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
 import logging
-import mmap
 import os
-import struct
 import threading
 import time
 import weakref
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,49 +40,13 @@ from sqlalchemy import event
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
+from timber_tasks.features.generations import Generations, database_namespace
 from timber_tasks.models.records import to_jsonable
 
 log = logging.getLogger("timber_tasks.cache")
 
-GEN_SLOTS = 1 << 16  # 512 KiB file; a collision only costs a spurious miss
 CHANNEL = "timber:cache:invalidate"
 PENDING = "timber_cache_pending"  # session.info key of keys written since the last commit
-
-
-class Generations:
-    """Generation counters shared by every process on the host through one mmap'd file."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        if os.fstat(self._fd).st_size < GEN_SLOTS * 8:
-            os.ftruncate(self._fd, GEN_SLOTS * 8)
-        self._mm = mmap.mmap(self._fd, GEN_SLOTS * 8)
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def slot(key: str) -> int:
-        return (zlib.crc32(key.encode("utf-8")) & (GEN_SLOTS - 1)) * 8
-
-    def read(self, offset: int) -> int:
-        value: int = struct.unpack_from("<Q", self._mm, offset)[0]
-        return value
-
-    def bump(self, offsets: Iterable[int]) -> None:
-        # lockf locks are per process (flock would be shared with a forked parent); the thread lock
-        # covers threads of this process. Increments must not be lost, or a stale entry could match.
-        with self._lock:
-            fcntl.lockf(self._fd, fcntl.LOCK_EX)
-            try:
-                for off in set(offsets):
-                    struct.pack_into("<Q", self._mm, off, self.read(off) + 1)
-            finally:
-                fcntl.lockf(self._fd, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        self._mm.close()
-        os.close(self._fd)
 
 
 @dataclass
@@ -121,6 +80,8 @@ class ModelCache:
 
 # Model class -> the cache of the Timber that built it; the session listeners look writers up here.
 _by_class: weakref.WeakKeyDictionary[type[Any], CacheManager] = weakref.WeakKeyDictionary()
+# Every model class (cached or not) -> its Timber's cache, for deletes the database cascades.
+_owner: weakref.WeakKeyDictionary[type[Any], CacheManager] = weakref.WeakKeyDictionary()
 _listeners_installed = False
 
 
@@ -128,7 +89,7 @@ class CacheManager:
     """The L1/L2 cache of one Timber; models without a `caching` block pass straight through."""
 
     def __init__(self, models: Sequence[type[Any]], generations: Generations, redis_url: str | None,
-                 keyring: Any, namespace: str) -> None:
+                 keyring: Any, namespace: str, all_models: Sequence[type[Any]] = ()) -> None:
         self.generations = generations
         self.keyring = keyring
         self.namespace = namespace
@@ -147,6 +108,15 @@ class CacheManager:
             self._models[model] = mc
             self._by_name[spec.name] = mc
             _by_class[model] = self
+        # A delete the database cascades (ON DELETE CASCADE / SET NULL) changes rows no session saw:
+        # deleting a row of table T invalidates every cached model with a foreign key into T.
+        self.dependents: dict[str, list[type[Any]]] = {}
+        for model in self._models:
+            for fk in model.__table__.foreign_keys:
+                if fk.ondelete is not None:
+                    self.dependents.setdefault(fk.column.table.name, []).append(model)
+        for model in all_models:
+            _owner[model] = self
         self.redis: Any = None
         self._pubsub: Any = None
         self._thread: Any = None
@@ -159,11 +129,9 @@ class CacheManager:
 
     @classmethod
     def for_timber(cls, timber: Any) -> CacheManager:
-        url = timber.db.url
-        namespace = "timber:" + hashlib.sha256(url.encode()).hexdigest()[:12]  # one database, one key space
-        gens = Generations(Path(timber.settings.data_dir) / "cache-generations.bin")
+        gens = Generations.at(Path(timber.settings.data_dir) / "cache-generations.bin")
         return cls(timber.registry.with_feature("caching"), gens, timber.settings.redis_url, timber.keyring,
-                   namespace)
+                   database_namespace(timber.db.url), all_models=list(timber.registry))
 
     # -- reads --------------------------------------------------------------------------
 
@@ -276,7 +244,7 @@ class CacheManager:
         self._pid = os.getpid()
         self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
         self._pubsub.subscribe(**{CHANNEL: self._on_message})
-        self._thread = self._pubsub.run_in_thread(sleep_time=1.0, daemon=True,
+        self._thread = self._pubsub.run_in_thread(sleep_time=0.25, daemon=True,
                                                   exception_handler=self._on_listener_error)
 
     def _on_message(self, message: dict[str, Any]) -> None:
@@ -382,6 +350,11 @@ def _manager_for(cls: type[Any]) -> CacheManager | None:
 
 def _collect(session: Session, flush_context: Any) -> None:
     pending: list[tuple[CacheManager, type[Any], Any, bool]] = session.info.setdefault(PENDING, [])
+    for obj in session.deleted:
+        owner = _owner.get(type(obj))
+        if owner is not None:
+            for dependent in owner.dependents.get(obj.__table__.name, ()):
+                pending.append((owner, dependent, None, True))
     for obj in (*session.new, *session.dirty, *session.deleted):
         cls = type(obj)
         manager = _manager_for(cls)

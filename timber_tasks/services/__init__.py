@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from timber_tasks.services.activity import NotificationService, TrackerService
 from timber_tasks.services.base import BaseService, Record
-from timber_tasks.services.notifications import NotificationService
-from timber_tasks.services.research import ResearchService
-from timber_tasks.services.sessions import SessionService
-from timber_tasks.services.tracker import TrackerService
+from timber_tasks.services.persistence import ResearchService, SessionService
 
 
 class Services:

@@ -1,4 +1,4 @@
-"""Notifications: shared across apps, each row naming the app that raised it (seed 003)."""
+"""Notifications (shared across apps, each naming the app that raised it) and tracked events."""
 
 from __future__ import annotations
 
@@ -53,3 +53,24 @@ class NotificationService(BaseService):
         with self.unit(Notification, user_id) as db:
             # An ORM-enabled bulk UPDATE: the cache listener invalidates the whole model on commit.
             return int(db.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+
+
+class TrackerService(BaseService):
+    """Record events with the acting app's name; list them per user."""
+
+    def track(self, user_id: str, event_type: str, properties: dict[str, Any] | None = None) -> Record:
+        Event = self.model("TrackedEvent")
+        self.require(Event, "user_id", user_id)
+        self.require(Event, "event_type", event_type)
+        return self.insert(Event, {"user_id": user_id, "app_name": self.app, "event_type": event_type,
+                                   "properties": properties})
+
+    def list_events(self, user_id: str, *, event_type: str | None = None, limit: int = 100) -> list[Record]:
+        Event = self.model("TrackedEvent")
+        self.require(Event, "user_id", user_id)
+        query = select(Event).where(Event.user_id == user_id)
+        if event_type is not None:
+            query = query.where(Event.event_type == event_type)
+        query = query.order_by(Event.occurred_at.desc(), Event.id.desc()).limit(limit)
+        with self.unit(Event, user_id) as db:
+            return [to_jsonable(e) for e in db.scalars(query)]
