@@ -95,3 +95,35 @@ def test_a_missing_role_for_an_app_is_a_clear_start_up_error(postgres_url: str) 
     with pytest.raises(ConfigError, match="timber_app_canopy"):
         _timber("canopy", postgres_url, create_tables=False)
     assert _timber("canopy", postgres_url, create_tables=False, app_role=False).db.role is None
+
+
+def test_restarting_leaves_policies_alone_and_a_changed_scope_replaces_them(
+    postgres_url: str, write_models: Any
+) -> None:
+    def models(types: str) -> Any:
+        return write_models({"s.yaml": f"""
+            version: "1"
+            models:
+              - name: Job
+                table_name: jobs
+                app_scope: {{column: kind, values: {{canopy: [{types}]}}}}
+                columns:
+                  - {{name: id, type: Integer, primary_key: true}}
+                  - {{name: kind, type: String(20)}}
+            """})
+
+    def policy_oid() -> Any:
+        with admin.db.engine.connect() as conn:
+            return conn.execute(text("SELECT oid FROM pg_policy WHERE polname = 'timber_canopy_jobs'")).scalar()
+
+    first = models("trade")
+    admin = initialize_timber(model_config_dirs=[first], database_url=postgres_url)
+    before = policy_oid()
+    initialize_timber(app_name="canopy", model_config_dirs=[first], database_url=postgres_url)
+    assert policy_oid() == before
+    canopy = initialize_timber(app_name="canopy", model_config_dirs=[models("trade, hedge")],
+                               database_url=postgres_url)
+    assert policy_oid() != before
+    with canopy.db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO jobs VALUES (1, 'hedge')"))  # allowed by the new policy
+        assert conn.execute(text("SELECT kind FROM jobs")).scalars().all() == ["hedge"]

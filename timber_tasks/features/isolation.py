@@ -135,18 +135,29 @@ def _create_role(conn: Any, role: str, grant_to_me: bool) -> None:
 
 
 def _install_policies(conn: Any, spec: Any, apps: list[str]) -> None:
+    # ALTER TABLE and DROP/CREATE POLICY take an ACCESS EXCLUSIVE lock: every worker runs this at
+    # start-up, so only what is missing or changed is touched (policies carry their YAML in a comment).
     table, scope = spec.table_name, spec.spec.app_scope
-    conn.execute(text(f'ALTER TABLE "{table}" ENABLE ROW LEVEL SECURITY'))
+    if not conn.execute(text("SELECT relrowsecurity FROM pg_class WHERE oid = to_regclass(:t)"), {"t": table}).scalar():
+        conn.execute(text(f'ALTER TABLE "{table}" ENABLE ROW LEVEL SECURITY'))
+    existing = dict(conn.execute(text(
+        "SELECT p.polname, obj_description(p.oid, 'pg_policy') FROM pg_policy p "
+        "WHERE p.polrelid = to_regclass(:t)"), {"t": table}).all())
     for app in apps:
         policy = f"timber_{app}_{table}"[:63]
-        conn.execute(text(f'DROP POLICY IF EXISTS "{policy}" ON "{table}"'))
         values = scope.values.get(app, ())
+        fingerprint = f"timber: {scope.column} in {list(values)}"
+        if existing.get(policy) == fingerprint:
+            continue
+        if policy in existing:
+            conn.execute(text(f'DROP POLICY "{policy}" ON "{table}"'))
         if not values:
             continue  # no policy for the role: row-level security then shows it no row at all
         literals = ", ".join("'" + v.replace("'", "''") + "'" for v in values)
         conn.execute(text(
             f'CREATE POLICY "{policy}" ON "{table}" FOR ALL TO "{role_name(app)}" '
             f'USING ("{scope.column}" IN ({literals})) WITH CHECK ("{scope.column}" IN ({literals}))'))
+        conn.execute(text(f'COMMENT ON POLICY "{policy}" ON "{table}" IS :c'), {"c": fingerprint})
     # The one thing an app may learn about a row it cannot see: whose it is, so a service can
     # answer "another app's row" (AccessDeniedError) instead of a misleading "not found".
     pk = [c.name for c in spec.columns if c.primary_key]
