@@ -16,8 +16,11 @@ Why no process serves a stale row once the commit's invalidation has run:
 - L2 entries carry the Redis version counter of their key (and model) read before the
   database read; the writer INCRs the counters after commit, so an entry filled from a
   read that raced the write never matches again. One MGET per L2 read.
-- Processes on other hosts, which do not share the file, also get each invalidation on a
-  Redis pub/sub channel and drop those L1 entries; a lost subscription clears their L1.
+- Processes on other hosts, which do not share the file, get each invalidation on a Redis
+  pub/sub channel and bump their own host's counters, so a reader there that loaded the
+  old row just before the message cannot store it as current. Delivery takes the
+  channel's latency (well under a millisecond on one network), so across hosts "never
+  stale" holds from the moment the message is delivered; a lost subscription clears L1.
 Encrypted fields are written to Redis as Fernet tokens, never in plaintext.
 """
 
@@ -142,8 +145,7 @@ class CacheManager:
             return load()
         key = mc.key(pk)
         gens = self.generations
-        slot = gens.slot(f"{self.namespace}:{key}")
-        gen, model_gen = gens.read(slot), gens.read(mc.model_slot)
+        gen, model_gen = gens.read(self._slot(mc, key)), gens.read(mc.model_slot)
         with self._lock:
             entry = mc.l1.get(key)
             if entry is not None:
@@ -176,8 +178,12 @@ class CacheManager:
             while len(mc.l1) > mc.max_entries:
                 mc.l1.popitem(last=False)
 
+    def _slot(self, mc: ModelCache, key: str) -> int:
+        return Generations.slot(f"{self.namespace}:{mc.name}:{key}")
+
     def _rkeys(self, mc: ModelCache, key: str) -> tuple[str, str, str]:
-        return (f"{self.namespace}:data:{key}", f"{self.namespace}:ver:{key}",
+        # The model name is part of every key: two models may share a cache_key_format.
+        return (f"{self.namespace}:data:{mc.name}:{key}", f"{self.namespace}:ver:{mc.name}:{key}",
                 f"{self.namespace}:ver:model:{mc.name}")
 
     def _l2_get(self, mc: ModelCache, key: str) -> tuple[dict[str, Any] | None, tuple[Any, Any]]:
@@ -214,15 +220,7 @@ class CacheManager:
         if mc is None:
             return
         keys = {mc.key(pk) for pk in pks}
-        slots = [self.generations.slot(f"{self.namespace}:{k}") for k in keys]
-        if whole_model:
-            slots.append(mc.model_slot)
-        self.generations.bump(slots)
-        with self._lock:
-            if whole_model:
-                mc.l1.clear()
-            for k in keys:
-                mc.l1.pop(k, None)
+        self._drop_local(mc, keys, whole_model)
         if self.redis is not None:
             pipe = self.redis.pipeline(transaction=False)
             for k in keys:
@@ -234,7 +232,7 @@ class CacheManager:
             if whole_model:
                 pipe.incr(self._rkeys(mc, "")[2])
             pipe.publish(CHANNEL, json.dumps({"ns": self.namespace, "model": mc.name, "keys": sorted(keys),
-                                              "all": whole_model, "pid": os.getpid()}))
+                                              "all": whole_model, "gens": self.generations.identity}))
             pipe.execute()
 
     def _ensure_listener(self) -> None:
@@ -247,16 +245,26 @@ class CacheManager:
         self._thread = self._pubsub.run_in_thread(sleep_time=0.25, daemon=True,
                                                   exception_handler=self._on_listener_error)
 
+    def _drop_local(self, mc: ModelCache, keys: Iterable[str], whole_model: bool, bump: bool = True) -> None:
+        """Bump the host's generation slots (every process here stops serving), then drop our own entries."""
+        keys = list(keys)
+        if bump:
+            slots = [self._slot(mc, k) for k in keys]
+            self.generations.bump([*slots, mc.model_slot] if whole_model else slots)
+        with self._lock:
+            if whole_model:
+                mc.l1.clear()
+            for k in keys:
+                mc.l1.pop(k, None)
+
     def _on_message(self, message: dict[str, Any]) -> None:
         body = json.loads(message["data"])
         mc = self._by_name.get(body["model"])
         if body["ns"] != self.namespace or mc is None:
             return
-        with self._lock:
-            if body["all"]:
-                mc.l1.clear()
-            for k in body["keys"]:
-                mc.l1.pop(k, None)
+        # From another host: bump this host's slots too. Popping alone would lose to a reader that
+        # loaded the old row before the message came and stores it after; the bump outdates its entry.
+        self._drop_local(mc, body["keys"], body["all"], bump=body.get("gens") != self.generations.identity)
 
     def _on_listener_error(self, exc: BaseException, pubsub: Any, thread: Any) -> None:
         # Invalidations may have been missed while disconnected: forget everything in L1.

@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import mmap
 import os
+import socket
 import struct
 import threading
 import zlib
@@ -46,6 +47,7 @@ class Generations:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.identity = f"{socket.gethostname()}:{path.resolve()}"  # who shares these counters
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         if os.fstat(self._fd).st_size < GEN_SLOTS * 8:
             os.ftruncate(self._fd, GEN_SLOTS * 8)
