@@ -48,7 +48,7 @@ from timber_tasks.models.records import to_jsonable
 
 log = logging.getLogger("timber_tasks.cache")
 
-CHANNEL = "timber:cache:invalidate"
+CHANNEL = "timber:cache:invalidate:{namespace}"  # pub/sub spans every Redis database: one channel per DB
 PENDING = "timber_cache_pending"  # session.info key of keys written since the last commit
 
 
@@ -231,8 +231,9 @@ class CacheManager:
                 pipe.delete(data_key)
             if whole_model:
                 pipe.incr(self._rkeys(mc, "")[2])
-            pipe.publish(CHANNEL, json.dumps({"ns": self.namespace, "model": mc.name, "keys": sorted(keys),
-                                              "all": whole_model, "gens": self.generations.identity}))
+            message = {"ns": self.namespace, "model": mc.name, "keys": sorted(keys), "all": whole_model,
+                       "gens": self.generations.identity}
+            pipe.publish(CHANNEL.format(namespace=self.namespace), json.dumps(message))
             pipe.execute()
 
     def _ensure_listener(self) -> None:
@@ -241,7 +242,7 @@ class CacheManager:
             return
         self._pid = os.getpid()
         self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        self._pubsub.subscribe(**{CHANNEL: self._on_message})
+        self._pubsub.subscribe(**{CHANNEL.format(namespace=self.namespace): self._on_message})
         self._thread = self._pubsub.run_in_thread(sleep_time=0.25, daemon=True,
                                                   exception_handler=self._on_listener_error)
 
