@@ -10,6 +10,7 @@ from sqlalchemy.exc import DBAPIError, ProgrammingError
 
 from timber_tasks import initialize_timber
 from timber_tasks.errors import AccessDeniedError, ConfigError
+from timber_tasks.features.isolation import role_name
 
 from .conftest import ROOT
 
@@ -127,3 +128,9 @@ def test_restarting_leaves_policies_alone_and_a_changed_scope_replaces_them(
     with canopy.db.engine.begin() as conn:
         conn.execute(text("INSERT INTO jobs VALUES (1, 'hedge')"))  # allowed by the new policy
         assert conn.execute(text("SELECT kind FROM jobs")).scalars().all() == ["hedge"]
+
+
+def test_an_app_name_that_cannot_name_a_role_is_refused() -> None:
+    assert role_name("canopy") == "timber_app_canopy"
+    with pytest.raises(ConfigError, match="cannot name a PostgreSQL role"):
+        role_name('x"; DROP TABLE users; --')

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import text
 
 from timber_tasks.errors import AccessDeniedError, ConfigError, ValidationError
+from timber_tasks.models.spec import IDENTIFIER
 
 log = logging.getLogger("timber_tasks.isolation")
 
@@ -30,7 +31,12 @@ ADVISORY_LOCK = 7_351_201  # serialises concurrent installs: GRANT/CREATE POLICY
 
 
 def role_name(app: str) -> str:
-    return f"timber_app_{app}"
+    """The PostgreSQL role of an app; the name goes into SQL, so it must be a plain identifier."""
+    role = f"timber_app_{app}"
+    if not IDENTIFIER.match(role):
+        raise ConfigError(f"app name {app!r} cannot name a PostgreSQL role: use letters, digits and _ "
+                          "(at most 52 characters)")
+    return role
 
 
 def scope_function(table: str) -> str:
