@@ -171,3 +171,19 @@ def test_events_are_tracked_with_the_acting_app(canopy: Any) -> None:
     assert [e["properties"] for e in tracker.list_events(user, event_type="login")] == [{"ip": "10.0.0.1"}]
     with pytest.raises(ValidationError, match=r"TrackedEvent\.event_type"):
         tracker.track(user, "")
+
+
+def test_a_row_written_under_an_unknown_key_is_a_decryption_error_through_the_services(database_url: str) -> None:
+    from cryptography.fernet import Fernet
+
+    from timber_tasks.errors import DecryptionError
+
+    canopy = _timber("canopy", database_url)
+    session = canopy.services.research.start(_user(canopy), "AAPL", "dcf", proprietary_analysis={"x": 1})
+    stranger = initialize_timber(app_name="canopy", model_config_dirs=[ROOT / "model_configs"],
+                                 database_url=database_url, create_tables=False,
+                                 encryption_keys=Fernet.generate_key().decode())
+    with pytest.raises(DecryptionError) as info:
+        stranger.services.research.get_session(session["id"])
+    assert (info.value.model, info.value.field, info.value.row_id) == (
+        "StockResearchSession", "proprietary_analysis", session["id"])
