@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, text
 
 from timber_tasks import runtime
@@ -18,6 +19,11 @@ from timber_tasks.models import types, validators
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# The feature tests (cache L2) own Redis database 2 only: the Celery tests use 0 and 1.
+FEATURES_REDIS_URL = os.environ.get("TEST_FEATURES_REDIS_URL", "redis://127.0.0.1:6379/2")
+# One Fernet key for the whole test run: the shipped models encrypt a field, so every
+# initialize_timber() needs a key. Tests of key handling set their own.
+TEST_ENCRYPTION_KEY = Fernet.generate_key().decode()
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -74,6 +80,20 @@ def postgres_url(postgres_server_url: str) -> str:
 
 
 @pytest.fixture
+def redis_url() -> Iterator[str]:
+    """Redis database 2, emptied before and after the test (FLUSHDB on db 2 only, never FLUSHALL)."""
+    require_server(6379, "Redis")
+    import redis
+
+    client = redis.Redis.from_url(FEATURES_REDIS_URL)
+    assert client.connection_pool.connection_kwargs.get("db") == 2, "feature tests may only use Redis db 2"
+    client.flushdb()
+    yield FEATURES_REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
 def write_models(tmp_path: Path) -> Callable[..., Path]:
     """write_models({"a.yaml": "...yaml..."}) -> the folder holding them."""
     counter = iter(range(1_000_000))
@@ -94,6 +114,7 @@ def _isolated_runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     """Each test starts with no Timber, no custom types or validators, and its own data dir."""
     monkeypatch.setenv("TIMBER_DATA_DIR", str(tmp_path / "var"))
     monkeypatch.setenv("TIMBER_MIGRATIONS_DIR", str(tmp_path / "migrations"))
+    monkeypatch.setenv("TIMBER_ENCRYPTION_KEYS", TEST_ENCRYPTION_KEY)
     for name in ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND_URL", "REDIS_URL", "QDRANT_URL",
                  "TIMBER_APP_NAME", "TIMBER_MODEL_CONFIG_DIRS"):
         monkeypatch.delenv(name, raising=False)

@@ -6,6 +6,7 @@ platform's environment; the test process is the app that enqueues.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -106,10 +107,8 @@ class Platform:
                     proc.wait(20)
                 except (ProcessLookupError, subprocess.TimeoutExpired):
                     pass
-            try:  # orphans of a SIGKILLed main process live on in its group
+            with contextlib.suppress(ProcessLookupError):  # a SIGKILLed main process leaves orphans in its group
                 os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             proc.wait(10)
 
     def close(self) -> None:

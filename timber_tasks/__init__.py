@@ -2,15 +2,21 @@
 
 from timber_tasks.db import DatabaseManager
 from timber_tasks.errors import (
+    AccessDeniedError,
     ConfigError,
     DatabaseError,
+    DecryptionError,
     MigrationError,
     ModelConfigError,
     ModelConfigErrors,
     ModelNotFoundError,
+    NotFoundError,
+    ServiceError,
     TimberError,
     ValidationError,
 )
+from timber_tasks.features.cache import get_cached, warm_cache
+from timber_tasks.features.encryption import generate_key, lookup_clause, rotate_encryption_keys
 from timber_tasks.models.records import to_jsonable, validate_record
 from timber_tasks.models.registry import ModelRegistry
 from timber_tasks.models.types import register_type
@@ -43,6 +49,12 @@ __all__ = [
     "to_jsonable",
     # database
     "DatabaseManager",
+    # features (plain functions; the Celery tasks wrap rotate_encryption_keys and warm_cache)
+    "rotate_encryption_keys",
+    "generate_key",
+    "lookup_clause",
+    "warm_cache",
+    "get_cached",
     # errors
     "TimberError",
     "ConfigError",
@@ -52,4 +64,8 @@ __all__ = [
     "ValidationError",
     "DatabaseError",
     "MigrationError",
+    "ServiceError",
+    "NotFoundError",
+    "AccessDeniedError",
+    "DecryptionError",
 ]

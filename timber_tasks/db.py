@@ -56,6 +56,7 @@ class DatabaseManager:
         self._sessionmaker: sessionmaker[Session] | None = None
         self._pid = os.getpid()
         self._lock = threading.Lock()
+        self.role: str | None = None  # PostgreSQL role every connection switches to (app isolation)
 
     def __repr__(self) -> str:
         return f"DatabaseManager({mask_url(self.url)!r})"
@@ -83,6 +84,8 @@ class DatabaseManager:
         engine = create_engine(self.url, echo=self.echo, **engine_options(self.url))
         if self.dialect == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
+        if self.role is not None:
+            event.listen(engine, "connect", self._set_role)
         event.listen(engine, "before_cursor_execute", _start_timer)
         event.listen(engine, "after_cursor_execute", self._record_timing)
         return engine
@@ -98,6 +101,18 @@ class DatabaseManager:
             self.stats.slowest_ms = max(self.stats.slowest_ms, elapsed_ms)
             self.stats.recent_slow = [*self.stats.recent_slow[-19:], (elapsed_ms, statement[:500])]
             log.warning("slow query (%.1f ms): %s", elapsed_ms, statement[:500])
+
+    def use_role(self, role: str) -> None:
+        """From now on every connection acts as `role`; open pooled connections are replaced."""
+        self.role = role
+        self.dispose()
+
+    def _set_role(self, dbapi_conn: Any, _record: Any) -> None:
+        # SET ROLE lasts for the connection, and the pool's reset (ROLLBACK) keeps it.
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f'SET ROLE "{self.role}"')
+        cursor.close()
+        dbapi_conn.commit()
 
     @property
     def sessionmaker(self) -> sessionmaker[Session]:

@@ -9,6 +9,18 @@ from typing import Any
 class TimberError(Exception):
     """Raised for every error this package reports on purpose."""
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Celery pickles a failure to check it travels; rebuild without calling __init__,
+        # so every subclass keeps its type, message and attributes whatever its signature.
+        return (_restore, (type(self), self.args, self.__dict__))
+
+
+def _restore(cls: type[TimberError], args: tuple[Any, ...], state: dict[str, Any]) -> TimberError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
+
 
 class ConfigError(TimberError):
     """Raised when settings or environment variables are missing or inconsistent."""
@@ -31,9 +43,6 @@ class ModelConfigError(TimberError):
         self.message = message
         super().__init__(str(self))
 
-    def __reduce__(self) -> tuple[Any, ...]:  # keep the type and fields through pickling (Celery does)
-        return (_rebuild, (type(self), {"message": self.message, "file": self.file, "model": self.model,
-                                        "field": self.field}))
 
     def __str__(self) -> str:
         where = [
@@ -52,8 +61,6 @@ class ModelConfigErrors(ModelConfigError):
         lines = "\n".join(f"  - {e}" for e in self.errors)
         super().__init__(f"{len(self.errors)} error(s) in model configuration:\n{lines}")
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.errors,))
 
 
 class ModelNotFoundError(TimberError, LookupError):
@@ -68,32 +75,74 @@ class ModelNotFoundError(TimberError, LookupError):
     def __str__(self) -> str:  # LookupError would quote the message otherwise
         return str(self.args[0])
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.name, self.suggestions))
 
 
 class ValidationError(TimberError, ValueError):
     """Raised when a value written to a model breaks its type, nullability or validators."""
 
-    def __init__(self, model: str, field: str | None, message: str) -> None:
+    def __init__(self, model: str, field: str | None, message: str, *, ids: object = None) -> None:
         self.model = model
         self.field = field
         self.message = message
+        self.ids = ids
         where = f"{model}.{field}" if field else model
+        if ids is not None:
+            where += f" (id {ids!r})"
         super().__init__(f"{where}: {message}")
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.model, self.field, self.message))
 
 
 class DatabaseError(TimberError):
     """Raised when the database layer fails in a way the caller should see."""
+
+    def __init__(self, message: str, *, model: str | None = None, ids: object = None) -> None:
+        self.model = model
+        self.ids = ids
+        self.message = message
+        super().__init__(f"{_describe(model, ids)}: {message}" if model else message)
 
 
 class MigrationError(DatabaseError):
     """Raised when generating or applying a migration fails."""
 
 
-def _rebuild(cls: type[ModelConfigError], fields: dict[str, Any]) -> ModelConfigError:
-    message = fields.pop("message")
-    return cls(message, **fields)
+def _describe(model: str | None, ids: object = None, field: str | None = None) -> str:
+    where = model or "?"
+    if field:
+        where += f".{field}"
+    if ids is not None:
+        where += f" (id {ids!r})"
+    return where
+
+
+class ServiceError(TimberError):
+    """Raised by the domain services; carries the model and the ids it concerns."""
+
+    def __init__(self, message: str, *, model: str | None = None, ids: object = None) -> None:
+        self.model = model
+        self.ids = ids
+        self.message = message
+        super().__init__(f"{_describe(model, ids)}: {message}" if model else message)
+
+
+class NotFoundError(ServiceError, LookupError):
+    """Raised when a row asked for by id does not exist (or was soft-deleted)."""
+
+    def __str__(self) -> str:  # LookupError would quote the message otherwise
+        return str(self.args[0])
+
+
+class AccessDeniedError(ServiceError, PermissionError):
+    """Raised when the current app asks for another app's table, session type or row."""
+
+
+class DecryptionError(TimberError):
+    """Raised when an encrypted field cannot be read with any configured key."""
+
+    def __init__(self, model: str, field: str, row_id: object = None, reason: str = "") -> None:
+        self.model = model
+        self.field = field
+        self.row_id = row_id
+        hint = reason or ("no key in TIMBER_ENCRYPTION_KEYS decrypts it: was the key that wrote it "
+                          "removed before `timber-tasks keys rotate` finished?")
+        super().__init__(f"cannot decrypt {_describe(model, row_id, field)}: {hint}")

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import make_url
 
 from timber_tasks.db import DatabaseManager
 from timber_tasks.errors import ConfigError, TimberError
+from timber_tasks.features import isolation
+from timber_tasks.features.cache import CacheManager
+from timber_tasks.features.encryption import KeyRing
 from timber_tasks.jobs.tables import system_metadata
 from timber_tasks.models.registry import ModelRegistry
 from timber_tasks.settings import Settings
+
+if TYPE_CHECKING:
+    from timber_tasks.services import Services
 
 
 @dataclass
@@ -24,6 +30,9 @@ class Timber:
     settings: Settings
     registry: ModelRegistry
     db: DatabaseManager
+    keyring: KeyRing | None = None
+    cache: CacheManager | None = None
+    _services: Services | None = field(default=None, repr=False)
 
     @property
     def app_name(self) -> str:
@@ -37,6 +46,21 @@ class Timber:
         self.db.create_tables(self.registry.metadata)
         self.db.create_tables(system_metadata)
 
+    @property
+    def services(self) -> Services:
+        """The domain services acting for this app (built on first use)."""
+        if self._services is None:
+            from timber_tasks.services import Services
+
+            self._services = Services(self)
+        return self._services
+
+    def close(self) -> None:
+        """Stop the cache listener and release the database connections."""
+        if self.cache is not None:
+            self.cache.close()
+        self.db.dispose()
+
 
 _current: Timber | None = None
 _current_pid: int | None = None
@@ -48,9 +72,14 @@ def initialize_timber(
     model_config_dirs: list[str | Path] | None = None,
     database_url: str | None = None,
     create_tables: bool = True,
+    app_role: bool = True,
     **settings: Any,
 ) -> Timber:
     """Load every model YAML under the dirs, build the models and (optionally) create tables.
+
+    On PostgreSQL, create_tables also installs the per-app roles and row-level security
+    policies, and app_role makes an app's connections act as its role (migrations, which
+    need the owner's rights, pass app_role=False).
 
     Arguments not given come from the environment, then from the embedded defaults.
     The result also becomes the process's current Timber, used by get_model().
@@ -62,16 +91,30 @@ def initialize_timber(
         database_url=database_url,
         **settings,
     )
+    keys = [k.get_secret_value() for k in resolved.encryption_keys]
+    keyring = KeyRing(keys) if keys else None
     db = DatabaseManager(resolved.resolved_database_url, slow_query_ms=resolved.slow_query_ms)
     registry = ModelRegistry.from_dirs(
-        resolved.model_config_dirs, app_name=resolved.app_name, dialect=db.dialect
+        resolved.model_config_dirs, app_name=resolved.app_name, dialect=db.dialect, keyring=keyring
     )
-    timber = Timber(settings=resolved, registry=registry, db=db)
+    encrypted = [m.timber_spec.name for m in registry.with_feature("encryption")]
+    if encrypted and keyring is None:
+        db.dispose()
+        raise ConfigError(
+            f"model(s) {', '.join(encrypted)} encrypt fields, but no encryption key is configured: "
+            "set TIMBER_ENCRYPTION_KEYS (comma-separated Fernet keys, newest first; "
+            "`timber-tasks keys generate` makes one)"
+        )
+    timber = Timber(settings=resolved, registry=registry, db=db, keyring=keyring)
+    timber.cache = CacheManager.for_timber(timber)
     if create_tables:
         timber.create_tables()
+        isolation.install(timber)
+    if app_role:
+        isolation.activate(timber)
     with _lock:
         if _current is not None and _current.db is not db:
-            _current.db.dispose()
+            _current.close()
         _current, _current_pid = timber, os.getpid()
     return timber
 
@@ -102,7 +145,7 @@ def reset() -> None:
     global _current
     with _lock:
         if _current is not None:
-            _current.db.dispose()
+            _current.close()
         _current = None
 
 

@@ -15,8 +15,9 @@ app = typer.Typer(no_args_is_help=True, help="Database migrations and health.")
 
 
 def _timber(database_url: str | None, dirs: ConfigDirs, app_name: str | None) -> Timber:
+    # Migrations change the schema: they connect as the login (owner) role, not as the app's role.
     return initialize_timber(app_name=app_name, model_config_dirs=list(dirs) if dirs else None,
-                             database_url=database_url, create_tables=False)
+                             database_url=database_url, create_tables=False, app_role=False)
 
 
 @app.command()

@@ -19,9 +19,6 @@ class DeadLetterNotFoundError(TimberError, LookupError):
         self.letter_id = letter_id
         super().__init__(f"no dead letter with id {letter_id}; `timber-tasks dlq list` shows them")
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.letter_id,))
-
 
 def record(db: DatabaseManager, *, task_id: str, task_name: str, args: Any, kwargs: Any,
            error: BaseException, traceback: str | None, attempts: int) -> int:

@@ -33,9 +33,6 @@ class RecordNotFoundError(TimberError, LookupError):
         self.key = dict(key)
         super().__init__(f"{model}: no record with {self.key}")
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.model, self.key))
-
 
 def persist(
     timber: Timber,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from alembic import command
 from alembic.autogenerate import compare_metadata
@@ -33,6 +33,15 @@ def target_metadata(timber: Timber) -> MetaData:
         for table in metadata.sorted_tables:
             table.to_metadata(combined)
     return combined
+
+
+def render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
+    """Encrypted columns hold Fernet tokens in TEXT: revisions need no import of our type."""
+    from timber_tasks.features.encryption import EncryptedType
+
+    if type_ == "type" and isinstance(obj, EncryptedType):
+        return "sa.Text()"
+    return False
 
 
 def alembic_config(timber: Timber) -> Config:

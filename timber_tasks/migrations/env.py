@@ -6,7 +6,7 @@ from typing import Any
 
 from alembic import context
 
-from timber_tasks.migrations import include_object, target_metadata
+from timber_tasks.migrations import include_object, render_item, target_metadata
 
 config = context.config
 timber = config.attributes["timber"]
@@ -20,6 +20,7 @@ def run_migrations_online() -> None:
             include_object=include_object,
             render_as_batch=timber.db.dialect == "sqlite",  # SQLite cannot ALTER most things
             compare_type=True,
+            render_item=render_item,
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -8,10 +8,16 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Column, Computed, ForeignKey, Index, event, text
+from sqlalchemy import BigInteger, CheckConstraint, Column, Computed, ForeignKey, Index, Integer, event, text
 from sqlalchemy.orm import DeclarativeBase, relationship
 
 from timber_tasks.errors import ValidationError
+from timber_tasks.features.encryption import (
+    KeyRing,
+    encrypted_column_type,
+    hash_column,
+    install_encryption_hooks,
+)
 from timber_tasks.models import validators
 from timber_tasks.models.loader import ResolvedModel
 from timber_tasks.models.spec import ColumnSpec, RelationshipSpec
@@ -49,9 +55,11 @@ def make_base() -> type[DeclarativeBase]:
 class ModelFactory:
     """Turns resolved specs, taken in dependency order, into mapped classes on one base."""
 
-    def __init__(self, base: type[DeclarativeBase], dialect: str | None = None) -> None:
+    def __init__(self, base: type[DeclarativeBase], dialect: str | None = None,
+                 keyring: KeyRing | None = None) -> None:
         self.base = base
         self.dialect = dialect
+        self.keyring = keyring  # None: encrypted fields refuse to read or write until keys are set
         self.classes: dict[str, type[Any]] = {}
 
     def build_all(self, models: list[ResolvedModel]) -> dict[str, type[Any]]:
@@ -63,6 +71,9 @@ class ModelFactory:
             _install_validators(self.classes[m.name], m)
             if m.spec.deprecated:
                 _install_deprecation(self.classes[m.name], m)
+            enc = m.spec.encryption
+            if enc is not None and enc.enabled:
+                install_encryption_hooks(self.classes[m.name], m.name, enc.fields, enc.searchable, self.keyring)
         return self.classes
 
     def _build_class(self, m: ResolvedModel) -> type[Any]:
@@ -71,8 +82,14 @@ class ModelFactory:
         attrs: dict[str, Any] = {"timber_spec": m, "__doc__": spec.description}
         if m.inheritance == "joined" and not any(c.primary_key for c in m.columns):
             attrs.update(_key_to_parent(parent))
+        enc = spec.encryption if spec.encryption is not None and spec.encryption.enabled else None
         for col in m.columns:
             attrs[col.name] = self._build_column(col)
+            if enc is not None and col.name in enc.fields:
+                # Same column, its type swapped for the cipher: no path can write plaintext.
+                attrs[col.name].type = encrypted_column_type(m.name, col.name, attrs[col.name].type, self.keyring)
+            if enc is not None and col.name in enc.searchable:
+                attrs[hash_column(col.name).name] = hash_column(col.name)
         for comp in spec.computed:
             attrs[comp.name] = Column(comp.name, parse_type(comp.type, self.dialect),
                                       Computed(comp.expression, persisted=comp.persisted))
@@ -108,7 +125,11 @@ class ModelFactory:
                 kwargs["server_default"] = server_default
         if col.onupdate is not None:
             kwargs["onupdate"] = DEFAULT_FUNCTIONS[col.onupdate]
-        return Column(col.name, parse_type(col.type, self.dialect), *args, **kwargs)
+        type_ = parse_type(col.type, self.dialect)
+        if col.primary_key and isinstance(type_, BigInteger):
+            # SQLite numbers rows only for INTEGER PRIMARY KEY; BIGINT would stay NULL there.
+            type_ = type_.with_variant(Integer(), "sqlite")
+        return Column(col.name, type_, *args, **kwargs)
 
     def _add_relationships(self, m: ResolvedModel, models: list[ResolvedModel]) -> None:
         cls = self.classes[m.name]

@@ -389,19 +389,28 @@ def _check_relationships(m: ResolvedModel, by_name: dict[str, ResolvedModel],
             err(f"back_populates {rel.back_populates!r} is a column of {target.name}", rel.name)
 
 
+def _check_encryption(m: ResolvedModel, columns: set[str], err: Any) -> None:
+    enc = m.spec.encryption
+    assert enc is not None
+    for f in enc.searchable:
+        if f not in enc.fields:
+            err(f"encryption.searchable names {f!r}, which is not in encryption.fields", f)
+        if f + "_hash" in columns:
+            err(f"encryption.searchable {f!r} needs a column {f + '_hash'!r} for its lookup hash, "
+                "and the model already has one", f)
+    col_types = {c.name: c.type.split("(")[0] for c in m.columns}
+    for f in enc.fields:
+        if f in col_types and col_types[f] not in {"String", "Text", "JSON", "JSONB"}:
+            err(f"encryption supports String, Text and JSON columns, not {col_types[f]}", f)
+
+
 def _check_features(m: ResolvedModel, columns: set[str], err: Any) -> None:
     spec = m.spec
     named: list[tuple[str, Iterable[str]]] = []
     if spec.encryption:
         named.append(("encryption.fields", spec.encryption.fields))
         named.append(("encryption.searchable", spec.encryption.searchable))
-        for f in spec.encryption.searchable:
-            if f not in spec.encryption.fields:
-                err(f"encryption.searchable names {f!r}, which is not in encryption.fields", f)
-        col_types = {c.name: c.type.split("(")[0] for c in m.columns}
-        for f in spec.encryption.fields:
-            if f in col_types and col_types[f] not in {"String", "Text", "JSON", "JSONB"}:
-                err(f"encryption supports String, Text and JSON columns, not {col_types[f]}", f)
+        _check_encryption(m, columns, err)
     if spec.gdpr:
         named.append(("gdpr.user_id_field", [spec.gdpr.user_id_field]))
         named.append(("gdpr.export_fields", spec.gdpr.export_fields))

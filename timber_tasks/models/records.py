@@ -117,7 +117,8 @@ CONVERTERS: tuple[tuple[type[satypes.TypeEngine[Any]], Any], ...] = (
 
 
 def converter_for(type_: satypes.TypeEngine[Any]) -> Any:
-    impl = getattr(type_, "impl_instance", None) or type_
+    # An encrypted column converts like the plaintext type it stands for.
+    impl = getattr(type_, "plain_type", None) or getattr(type_, "impl_instance", None) or type_
     for base, fn in CONVERTERS:
         if isinstance(impl, base):
             return fn

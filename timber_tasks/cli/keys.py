@@ -1,0 +1,41 @@
+"""`timber-tasks keys`: make Fernet keys and re-encrypt every encrypted field under the newest one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from timber_tasks.cli.common import AppName, ConfigDirs, DatabaseUrl, console, reported_errors
+from timber_tasks.features.encryption import generate_key, rotate_encryption_keys
+from timber_tasks.runtime import initialize_timber
+
+app = typer.Typer(no_args_is_help=True, help="Encryption keys: generate and rotate.")
+
+
+@app.command()
+def generate() -> None:
+    """Print a new Fernet key (put it first in TIMBER_ENCRYPTION_KEYS to make it the newest)."""
+    console.print(generate_key(), markup=False, highlight=False)
+
+
+@app.command()
+def rotate(
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per transaction.")] = 500,
+    database_url: DatabaseUrl = None, dirs: ConfigDirs = None, app_name: AppName = None,
+) -> None:
+    """Re-encrypt every encrypted field under the first key of TIMBER_ENCRYPTION_KEYS.
+
+    Safe to rerun after an interruption: rows already under the newest key are skipped.
+    When it finishes, the old keys can be removed from TIMBER_ENCRYPTION_KEYS.
+    """
+    with reported_errors():
+        timber = initialize_timber(app_name=app_name, model_config_dirs=list(dirs) if dirs else None,
+                                   database_url=database_url, create_tables=False, app_role=False)
+        report = rotate_encryption_keys(
+            timber, batch_size=batch_size,
+            progress=lambda model, rows, rotated: console.print(f"  {model}: {rows} rows seen, {rotated} "
+                                                                "values re-encrypted"))
+    console.print(f"[green]done[/green]: {report.models} model(s), {report.rows_seen} rows, "
+                  f"{report.values_rotated} value(s) re-encrypted in {report.batches} batch(es); "
+                  "old keys may now be removed from TIMBER_ENCRYPTION_KEYS")

@@ -1,0 +1,1 @@
+"""Cross-cutting features the YAML switches on: encryption, caching, app isolation."""

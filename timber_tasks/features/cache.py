@@ -1,0 +1,411 @@
+"""Two-level read cache by primary key, invalidated after commit by whichever session wrote.
+
+Reads go L1 (this process: TTL + LRU) -> L2 (Redis, when REDIS_URL is set) -> database.
+
+Invalidation happens on the session, not in the services: listeners on every SQLAlchemy
+Session collect the keys of written rows in `after_flush`, act on them in `after_commit`
+and drop them in `after_rollback`, so plain ORM code and Celery persistence jobs
+invalidate exactly like the services do.
+
+Why no process serves a stale row once the commit's invalidation has run:
+- L1 entries are checked on every hit against generation counters in a memory-mapped file
+  under the data dir (one slot per key hash, one per model). The writer bumps the slots
+  after commit; every process on the host sees the bump at once, and a hit costs two
+  memory reads, not a network round trip. This needs no server, so it also covers the
+  embedded default (SQLite, no Redis).
+- L2 entries carry the Redis version counter of their key (and model) read before the
+  database read; the writer INCRs the counters after commit, so an entry filled from a
+  read that raced the write never matches again. One MGET per L2 read.
+- Processes on other hosts, which do not share the file, get each invalidation on a Redis
+  pub/sub channel and bump their own host's counters, so a reader there that loaded the
+  old row just before the message cannot store it as current. Delivery takes the
+  channel's latency (well under a millisecond on one network), so across hosts "never
+  stale" holds from the moment the message is delivered; a lost subscription clears L1.
+Encrypted fields are written to Redis as Fernet tokens, never in plaintext.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.fernet import InvalidToken
+from sqlalchemy import event
+from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.orm import Session
+
+from timber_tasks.features.generations import Generations, database_namespace
+from timber_tasks.models.records import to_jsonable
+
+log = logging.getLogger("timber_tasks.cache")
+
+CHANNEL = "timber:cache:invalidate:{namespace}"  # pub/sub spans every Redis database: one channel per DB
+PENDING = "timber_cache_pending"  # session.info key of keys written since the last commit
+
+
+@dataclass
+class Entry:
+    payload: str
+    expires: float
+    gen: int
+    model_gen: int
+
+
+@dataclass
+class ModelCache:
+    """L1 entries and counters of one model."""
+
+    name: str
+    table: str
+    ttl: int
+    max_entries: int
+    key_format: str
+    encrypted: tuple[str, ...]
+    model_slot: int
+    l1: OrderedDict[str, Entry] = field(default_factory=OrderedDict)
+    hits_l1: int = 0
+    hits_l2: int = 0
+    misses: int = 0
+
+    def key(self, pk: Any) -> str:
+        ident = ":".join(str(p) for p in pk) if isinstance(pk, tuple | list) else str(pk)
+        return self.key_format.format(id=ident, model=self.name, table=self.table)
+
+
+# Model class -> the cache of the Timber that built it; the session listeners look writers up here.
+_by_class: weakref.WeakKeyDictionary[type[Any], CacheManager] = weakref.WeakKeyDictionary()
+# Every model class (cached or not) -> its Timber's cache, for deletes the database cascades.
+_owner: weakref.WeakKeyDictionary[type[Any], CacheManager] = weakref.WeakKeyDictionary()
+_listeners_installed = False
+
+
+class CacheManager:
+    """The L1/L2 cache of one Timber; models without a `caching` block pass straight through."""
+
+    def __init__(self, models: Sequence[type[Any]], generations: Generations, redis_url: str | None,
+                 keyring: Any, namespace: str, all_models: Sequence[type[Any]] = ()) -> None:
+        self.generations = generations
+        self.keyring = keyring
+        self.namespace = namespace
+        self._lock = threading.Lock()
+        self._models: dict[type[Any], ModelCache] = {}
+        self._by_name: dict[str, ModelCache] = {}
+        for model in models:
+            spec = model.timber_spec
+            caching = spec.spec.caching
+            enc = spec.spec.encryption
+            mc = ModelCache(
+                name=spec.name, table=spec.table_name, ttl=caching.ttl_seconds, max_entries=caching.max_entries,
+                key_format=caching.cache_key_format or "{table}:{id}",
+                encrypted=tuple(enc.fields) if enc is not None and enc.enabled else (),
+                model_slot=Generations.slot(f"{namespace}:model:{spec.name}"))
+            self._models[model] = mc
+            self._by_name[spec.name] = mc
+            _by_class[model] = self
+        # A delete the database cascades (ON DELETE CASCADE / SET NULL) changes rows no session saw:
+        # deleting a row of table T invalidates every cached model with a foreign key into T.
+        self.dependents: dict[str, list[type[Any]]] = {}
+        for model in self._models:
+            for fk in model.__table__.foreign_keys:
+                if fk.ondelete is not None:
+                    self.dependents.setdefault(fk.column.table.name, []).append(model)
+        for model in all_models:
+            _owner[model] = self
+        self.redis: Any = None
+        self._pubsub: Any = None
+        self._thread: Any = None
+        self._pid = os.getpid()
+        if redis_url:
+            import redis
+
+            self.redis = redis.Redis.from_url(redis_url)
+        _install_listeners()
+
+    @classmethod
+    def for_timber(cls, timber: Any) -> CacheManager:
+        gens = Generations.at(Path(timber.settings.data_dir) / "cache-generations.bin")
+        return cls(timber.registry.with_feature("caching"), gens, timber.settings.redis_url, timber.keyring,
+                   database_namespace(timber.db.url), all_models=list(timber.registry))
+
+    # -- reads --------------------------------------------------------------------------
+
+    def get(self, model: type[Any], pk: Any, load: Callable[[], dict[str, Any] | None]) -> dict[str, Any] | None:
+        """The row as a JSON-safe dict: from L1, then L2, then `load()` (the database)."""
+        mc = self._models.get(model)
+        if mc is None:
+            return load()
+        key = mc.key(pk)
+        gens = self.generations
+        gen, model_gen = gens.read(self._slot(mc, key)), gens.read(mc.model_slot)
+        with self._lock:
+            entry = mc.l1.get(key)
+            if entry is not None:
+                if entry.gen == gen and entry.model_gen == model_gen and entry.expires > time.monotonic():
+                    mc.l1.move_to_end(key)
+                    mc.hits_l1 += 1
+                    return dict(json.loads(entry.payload))
+                del mc.l1[key]
+        versions: tuple[Any, Any] = (None, None)
+        if self.redis is not None:
+            self._ensure_listener()
+            record, versions = self._l2_get(mc, key)
+            if record is not None:
+                mc.hits_l2 += 1
+                self._l1_put(mc, key, record, gen, model_gen)
+                return record
+        mc.misses += 1
+        record = load()
+        if record is not None:
+            self._l1_put(mc, key, record, gen, model_gen)
+            if self.redis is not None:
+                self._l2_put(mc, key, record, versions)
+        return record
+
+    def _l1_put(self, mc: ModelCache, key: str, record: dict[str, Any], gen: int, model_gen: int) -> None:
+        entry = Entry(json.dumps(record), time.monotonic() + mc.ttl, gen, model_gen)
+        with self._lock:
+            mc.l1[key] = entry
+            mc.l1.move_to_end(key)
+            while len(mc.l1) > mc.max_entries:
+                mc.l1.popitem(last=False)
+
+    def _slot(self, mc: ModelCache, key: str) -> int:
+        return Generations.slot(f"{self.namespace}:{mc.name}:{key}")
+
+    def _rkeys(self, mc: ModelCache, key: str) -> tuple[str, str, str]:
+        # The model name is part of every key: two models may share a cache_key_format.
+        return (f"{self.namespace}:data:{mc.name}:{key}", f"{self.namespace}:ver:{mc.name}:{key}",
+                f"{self.namespace}:ver:model:{mc.name}")
+
+    def _l2_get(self, mc: ModelCache, key: str) -> tuple[dict[str, Any] | None, tuple[Any, Any]]:
+        data_key, ver_key, model_ver_key = self._rkeys(mc, key)
+        data, ver, model_ver = self.redis.mget(data_key, ver_key, model_ver_key)
+        versions = (_text(ver), _text(model_ver))
+        if data is None:
+            return None, versions
+        stored = json.loads(data)
+        if (stored.get("v"), stored.get("mv")) != versions:
+            return None, versions  # filled before a write that has committed since
+        record: dict[str, Any] = stored["r"]
+        try:
+            for name in mc.encrypted:
+                if record.get(name) is not None:
+                    record[name] = json.loads(self.keyring.decrypt(record[name]))
+        except InvalidToken:  # written under a key since removed: read the database instead
+            return None, versions
+        return record, versions
+
+    def _l2_put(self, mc: ModelCache, key: str, record: dict[str, Any], versions: tuple[Any, Any]) -> None:
+        stored = dict(record)
+        for name in mc.encrypted:
+            if stored.get(name) is not None:
+                stored[name] = self.keyring.encrypt(json.dumps(stored[name]).encode("utf-8"))
+        body = json.dumps({"v": versions[0], "mv": versions[1], "r": stored})
+        self.redis.set(self._rkeys(mc, key)[0], body, ex=mc.ttl)
+
+    # -- invalidation -------------------------------------------------------------------
+
+    def invalidate(self, model: type[Any] | str, pks: Iterable[Any] = (), *, whole_model: bool = False) -> None:
+        """Make every process stop serving these rows (or every row of the model)."""
+        mc = self._by_name.get(model) if isinstance(model, str) else self._models.get(model)
+        if mc is None:
+            return
+        keys = {mc.key(pk) for pk in pks}
+        self._drop_local(mc, keys, whole_model)
+        if self.redis is not None:
+            pipe = self.redis.pipeline(transaction=False)
+            for k in keys:
+                data_key, ver_key, _ = self._rkeys(mc, k)
+                pipe.incr(ver_key)
+                # The version must outlive any entry filled before it; after that it may go (no leak).
+                pipe.expire(ver_key, 2 * mc.ttl + 60)
+                pipe.delete(data_key)
+            if whole_model:
+                pipe.incr(self._rkeys(mc, "")[2])
+            message = {"ns": self.namespace, "model": mc.name, "keys": sorted(keys), "all": whole_model,
+                       "gens": self.generations.identity}
+            pipe.publish(CHANNEL.format(namespace=self.namespace), json.dumps(message))
+            pipe.execute()
+
+    def _ensure_listener(self) -> None:
+        """Subscribe (once per process) to invalidations published by other hosts."""
+        if self._thread is not None and self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self._pubsub.subscribe(**{CHANNEL.format(namespace=self.namespace): self._on_message})
+        self._thread = self._pubsub.run_in_thread(sleep_time=0.25, daemon=True,
+                                                  exception_handler=self._on_listener_error)
+
+    def _drop_local(self, mc: ModelCache, keys: Iterable[str], whole_model: bool, bump: bool = True) -> None:
+        """Bump the host's generation slots (every process here stops serving), then drop our own entries."""
+        keys = list(keys)
+        if bump:
+            slots = [self._slot(mc, k) for k in keys]
+            self.generations.bump([*slots, mc.model_slot] if whole_model else slots)
+        with self._lock:
+            if whole_model:
+                mc.l1.clear()
+            for k in keys:
+                mc.l1.pop(k, None)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        body = json.loads(message["data"])
+        mc = self._by_name.get(body["model"])
+        if body["ns"] != self.namespace or mc is None:
+            return
+        # From another host: bump this host's slots too. Popping alone would lose to a reader that
+        # loaded the old row before the message came and stores it after; the bump outdates its entry.
+        self._drop_local(mc, body["keys"], body["all"], bump=body.get("gens") != self.generations.identity)
+
+    def _on_listener_error(self, exc: BaseException, pubsub: Any, thread: Any) -> None:
+        # Invalidations may have been missed while disconnected: forget everything in L1.
+        log.warning("cache invalidation listener lost Redis (%s); clearing the in-process cache", exc)
+        self.clear_l1()
+        thread.stop()
+        self._thread = None
+
+    # -- the rest -------------------------------------------------------------------------
+
+    def clear_l1(self) -> None:
+        with self._lock:
+            for mc in self._models.values():
+                mc.l1.clear()
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Hit and miss counters per cached model."""
+        return {mc.name: {"hits_l1": mc.hits_l1, "hits_l2": mc.hits_l2, "misses": mc.misses,
+                          "l1_entries": len(mc.l1)} for mc in self._models.values()}
+
+    def is_cached(self, model: type[Any]) -> bool:
+        return model in self._models
+
+    def close(self) -> None:
+        """Stop the listener and drop connections; the cache stays usable and reconnects on demand."""
+        if self._thread is not None and self._pid == os.getpid():
+            self._thread.stop()
+            self._thread.join(timeout=2)
+            self._pubsub.close()
+        self._thread = None
+        if self.redis is not None:
+            self.redis.close()
+
+
+def _text(value: Any) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def load_record(timber: Any, model: type[Any], pk: Any) -> dict[str, Any] | None:
+    """Read one row by primary key straight from the database, as a JSON-safe dict."""
+    with timber.db.session_scope() as session:
+        obj = session.get(model, pk)
+        return to_jsonable(obj) if obj is not None else None
+
+
+def get_cached(timber: Any, model: type[Any] | str, pk: Any) -> dict[str, Any] | None:
+    """A row by primary key through L1, L2 and the database (no app checks: services add those)."""
+    cls = timber.registry.get(model) if isinstance(model, str) else model
+    result: dict[str, Any] | None = timber.cache.get(cls, pk, lambda: load_record(timber, cls, pk))
+    return result
+
+
+def warm_cache(timber: Any, model_name: str, keys: Sequence[Any] | None = None) -> int:
+    """Load rows into L1 and L2: the keys given, else the model's `caching.warm_keys`.
+
+    Returns how many of the keys exist. (Celery wrapper and beat entry: the platform's
+    maintenance task calls this.)
+    """
+    model = timber.registry.get(model_name)
+    if keys is None:
+        caching = model.timber_spec.spec.caching
+        keys = list(caching.warm_keys) if caching is not None else []
+    found = 0
+    for pk in keys:
+        if get_cached(timber, model, pk) is not None:
+            found += 1
+    return found
+
+
+# -- session listeners: every session, every write path ----------------------------------
+
+
+def _install_listeners() -> None:
+    global _listeners_installed
+    if _listeners_installed:
+        return
+    event.listen(Session, "after_flush", _collect)
+    event.listen(Session, "after_commit", _apply)
+    event.listen(Session, "after_rollback", _drop)
+    event.listen(Session, "do_orm_execute", _collect_bulk)
+    _listeners_installed = True
+
+
+def _manager_for(cls: type[Any]) -> CacheManager | None:
+    for klass in cls.__mro__:  # an inheriting model invalidates through its cached parent too
+        manager = _by_class.get(klass)
+        if manager is not None:
+            return manager
+    return None
+
+
+def _collect(session: Session, flush_context: Any) -> None:
+    pending: list[tuple[CacheManager, type[Any], Any, bool]] = session.info.setdefault(PENDING, [])
+    for obj in session.deleted:
+        owner = _owner.get(type(obj))
+        if owner is not None:
+            for dependent in owner.dependents.get(obj.__table__.name, ()):
+                pending.append((owner, dependent, None, True))
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        cls = type(obj)
+        manager = _manager_for(cls)
+        if manager is None:
+            continue
+        state = sa_inspect(obj)
+        mapper = state.mapper
+        for ident in {tuple(mapper.primary_key_from_instance(obj)), tuple(state.identity or ())}:
+            if ident and None not in ident:
+                pk = ident[0] if len(ident) == 1 else ident
+                for klass in cls.__mro__:
+                    if _by_class.get(klass) is manager:
+                        pending.append((manager, klass, pk, False))
+
+
+def _collect_bulk(state: Any) -> None:
+    """An ORM-enabled UPDATE/DELETE statement: its rows are unknown, so the whole model goes."""
+    if not (state.is_update or state.is_delete):
+        return
+    for mapper in state.all_mappers:
+        manager = _manager_for(mapper.class_)
+        if manager is not None:
+            state.session.info.setdefault(PENDING, []).append((manager, mapper.class_, None, True))
+
+
+def _apply(session: Session) -> None:
+    pending = session.info.pop(PENDING, None)
+    if not pending:
+        return
+    grouped: dict[tuple[int, type[Any]], tuple[CacheManager, set[Any], bool]] = {}
+    for manager, cls, pk, whole in pending:
+        entry = grouped.setdefault((id(manager), cls), (manager, set(), False))
+        if pk is not None:
+            entry[1].add(pk)
+        if whole:
+            grouped[(id(manager), cls)] = (manager, entry[1], True)
+    for (_, cls), (manager, pks, whole) in grouped.items():
+        try:
+            manager.invalidate(cls, pks, whole_model=whole)
+        except Exception:  # the commit stands; say loudly that the cache may be stale until its TTL
+            log.exception("cache invalidation of %s %s failed after commit", cls.__name__, sorted(map(str, pks)))
+
+
+def _drop(session: Session) -> None:
+    session.info.pop(PENDING, None)
