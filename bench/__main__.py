@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["model_loading", "features"]
+BENCHMARKS = ["model_loading", "features", "persistence_jobs"]
 
 for name in sys.argv[1:] or BENCHMARKS:
     importlib.import_module(f"bench.{name}").main()

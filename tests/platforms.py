@@ -113,7 +113,11 @@ class Platform:
 
     def close(self) -> None:
         """Close the app's broker and result-backend connections (they would leak sockets)."""
-        backend_client = getattr(self.app.backend, "client", None)
+        backend = self.app.backend
+        consumer = getattr(backend, "result_consumer", None)
+        if consumer is not None and getattr(consumer, "_pubsub", None) is not None:
+            consumer.stop()  # AsyncResult.get() listens on its own pub/sub connection
+        backend_client = getattr(backend, "client", None)
         if backend_client is not None:
             backend_client.connection_pool.disconnect()
         self.app.close()

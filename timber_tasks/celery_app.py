@@ -120,10 +120,8 @@ app = make_celery()
 @signals.worker_init.connect
 def _check_on_start(sender: Any = None, **_: Any) -> None:
     """The worker's main process: refuse unsafe settings and bad YAML before taking any job."""
-    from timber_tasks import pools
-
-    limits = [p.time_limit for p in pools.load_pools(settings_of(app).workers_dir) if p.time_limit]
-    check_app_config(app, limits)
+    own_limit = getattr(sender, "time_limit", None)  # --time-limit of this worker, if any
+    check_app_config(app, [int(own_limit)] if own_limit else [])
     runtime.initialize_timber(create_tables=True)
 
 

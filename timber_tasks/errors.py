@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 
 class TimberError(Exception):
     """Raised for every error this package reports on purpose."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def accepting_a_message(self: TimberError, *args: Any, **kw: Any) -> None:
+            try:
+                init(self, *args, **kw)
+            except TypeError:
+                # Celery hands a failed job's error to the caller as cls(*error.args), that is, with
+                # the one formatted message: keep the type and the message rather than lose both.
+                if kw or len(args) != 1 or not isinstance(args[0], str):
+                    raise
+                Exception.__init__(self, args[0])
+                self.__dict__["message"] = args[0]
+
+        cls.__init__ = accepting_a_message  # type: ignore[method-assign, assignment]
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Celery pickles a failure to check it travels; rebuild without calling __init__,
@@ -69,12 +90,12 @@ class ModelNotFoundError(TimberError, LookupError):
     def __init__(self, name: str, suggestions: Sequence[str] = ()) -> None:
         self.name = name
         self.suggestions = list(suggestions)
+        # args are the constructor's, so cls(*args) (Celery's rebuild) gives the same error.
+        super().__init__(name, self.suggestions)
+
+    def __str__(self) -> str:
         hint = f" Did you mean: {', '.join(self.suggestions)}?" if self.suggestions else ""
-        super().__init__(f"model {name!r} is not registered.{hint}")
-
-    def __str__(self) -> str:  # LookupError would quote the message otherwise
-        return str(self.args[0])
-
+        return f"model {self.name!r} is not registered.{hint}"
 
 
 class ValidationError(TimberError, ValueError):

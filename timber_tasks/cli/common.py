@@ -13,7 +13,7 @@ from rich.console import Console
 from timber_tasks.errors import ModelConfigErrors, TimberError
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # errors stay on one line: copyable, greppable
 
 DatabaseUrl = Annotated[
     str | None, typer.Option("--database-url", envvar="DATABASE_URL", help="SQLAlchemy URL.")

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Any
 
+import typer
 from rich.table import Table
 
 from timber_tasks.cli.common import AppName, ConfigDirs, DatabaseUrl, console, err_console, reported_errors
@@ -35,15 +40,101 @@ def development_key(settings: Settings) -> str:
 
 
 def demo(database_url: DatabaseUrl = None, dirs: ConfigDirs = None, app_name: AppName = None) -> None:
-    """Load the models, create their tables and show what was registered."""
+    """Start a worker and beat, run sample persistence jobs, show their results, and stop cleanly."""
     with reported_errors():
         settings = Settings.load(app_name=app_name)
-        keys = None if settings.encryption_keys else development_key(settings)
+        if not settings.encryption_keys:  # the worker and beat inherit it through the environment
+            os.environ["TIMBER_ENCRYPTION_KEYS"] = development_key(settings)
         timber = initialize_timber(app_name=app_name, model_config_dirs=list(dirs) if dirs else None,
-                                   database_url=database_url, encryption_keys=keys)
-    console.print(f"Timber for app [bold]{timber.app_name}[/bold] on {timber.db!r}")
-    table = Table("model", "table", "app")
-    for spec in timber.registry.specs():
-        table.add_row(spec.name, spec.table_name, spec.app or "shared")
+                                   database_url=database_url)
+    console.print(f"Timber for app [bold]{timber.app_name}[/bold] on {timber.db!r}: "
+                  f"{len(timber.registry)} models ({', '.join(timber.registry.names())})")
+    from timber_tasks.celery_app import QUEUES, app
+
+    logs = Path(settings.data_dir).resolve()
+    processes = [
+        _spawn(["worker", "-Q", ",".join(QUEUES), "-c", "2", "-n", "demo@%h", "-E"], logs / "demo-worker.log"),
+        _spawn(["beat", "-s", str(logs / "demo-beat-schedule")], logs / "demo-beat.log"),
+    ]
+    try:
+        _wait_for_worker(app, processes[0])
+        console.print(f"worker and beat running on {app.conf.broker_url} (logs in {logs})")
+        _show(_run_sample_jobs(app))
+        _show_state(timber)
+    finally:
+        for proc in processes:  # SIGTERM: warm shutdown, running jobs finish
+            proc.terminate()
+        for proc in processes:
+            proc.wait(60)
+        console.print("worker and beat stopped")
+
+
+SAMPLE_JOBS: list[tuple[str, str, str, Any]] = [
+    ("demo-user", "User", "create", {"id": "demo-user", "email": "ada@example.com", "username": "ada"}),
+    ("demo-user", "User", "create", {"id": "demo-user", "email": "ada@example.com", "username": "ada"}),
+    ("demo-canopy-session", "Session", "create",
+     {"id": "demo-canopy", "user_id": "demo-user", "session_type": "trading", "data": {"strategy": "momentum"}}),
+    ("demo-grove-session", "Session", "create",
+     {"id": "demo-grove", "user_id": "demo-user", "session_type": "research"}),
+    ("demo-prices", "OhlcvPrice", "upsert",
+     [{"symbol": "AAPL", "interval": "1d", "ts": f"2024-05-0{d}T00:00:00", "open": "180.1", "high": "182.5",
+       "low": "179.2", "close": "181.7", "volume": 50_000_000 + d} for d in range(1, 6)]),
+    ("demo-notification", "Notification", "create",
+     {"id": "demo-note", "user_id": "demo-user", "app_name": "grove", "notification_type": "research_complete",
+      "title": "Your AAPL analysis is ready"}),
+    ("demo-bad-email", "User", "create", {"email": "not-an-email", "username": "bob"}),
+]
+
+
+def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "celery", "-A", "timber_tasks", *argv, "-l", "INFO"],
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+def _wait_for_worker(app: Any, worker: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            err_console.print(f"[red]error:[/red] the worker exited with code {worker.returncode}; see its log")
+            raise typer.Exit(1)
+        if app.control.ping(timeout=1.0):  # a broadcast: the embedded broker's fanout works
+            return
+    err_console.print("[red]error:[/red] the worker did not answer a ping in time; see its log")
+    raise typer.Exit(1)
+
+
+def _run_sample_jobs(app: Any) -> list[tuple[str, str, str, str]]:
+    persist = app.tasks["timber.persistence.persist"]
+    sent = [(key, model, op, persist.delay(model, op, data, idempotency_key=key))
+            for key, model, op, data in SAMPLE_JOBS]
+    rows = []
+    for key, model, op, result in sent:
+        try:
+            value = result.get(timeout=60)
+            rows.append((key, f"{model}.{op}", "[green]done[/green]",
+                         f"{value['count']} row(s)" + (f", id {value['record'].get('id')}" if "record" in value
+                                                       and "id" in value["record"] else "")))
+        except Exception as exc:  # the bad job: shown, and kept in the dead-letter table
+            rows.append((key, f"{model}.{op}", "[red]failed[/red]", str(exc)))
+    return rows
+
+
+def _show(rows: list[tuple[str, str, str, str]]) -> None:
+    table = Table("idempotency key", "job", "state", "result")
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
-    console.print(f"{len(timber.registry)} models; health: {timber.db.health_check()}")
+    console.print("The second demo-user job returned the first one's result: one row, effect once.")
+
+
+def _show_state(timber: Any) -> None:
+    from sqlalchemy import func, select
+
+    from timber_tasks.jobs import dead_letters, outbox
+
+    with timber.db.session_scope() as session:
+        counts = {name: session.scalar(select(func.count()).select_from(timber.get_model(name)))
+                  for name in ("User", "Session", "OhlcvPrice", "Notification")}
+    console.print(f"rows: {counts}; outbox: {outbox.counts(timber.db) or 'empty'}; "
+                  f"dead letters: {len(dead_letters.list_letters(timber.db))} (`timber-tasks dlq list`)")

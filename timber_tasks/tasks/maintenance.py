@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from typing import Any
 
 from celery import shared_task
 from sqlalchemy import delete
 
+from timber_tasks.features import cache, encryption
 from timber_tasks.jobs.tables import JobRecord
 from timber_tasks.models.factory import utcnow
 from timber_tasks.tasks import relay
@@ -25,6 +27,20 @@ def purge_job_records(older_than_days: int = 30) -> int:
     cutoff = utcnow() - timedelta(days=older_than_days)
     with get_timber().db.session_scope() as session:
         return int(session.execute(delete(JobRecord).where(JobRecord.created_at < cutoff)).rowcount)  # type: ignore[attr-defined]
+
+
+@shared_task(base=TimberTask, name="timber.maintenance.rotate_encryption_keys")
+def rotate_encryption_keys(batch_size: int = 500) -> dict[str, Any]:
+    """Re-encrypt every encrypted field under the newest key; safe to re-run after an interruption."""
+    return dataclasses.asdict(encryption.rotate_encryption_keys(get_timber(), batch_size=batch_size))
+
+
+@shared_task(base=TimberTask, name="timber.cache.warm")
+def warm_cache(model: str | None = None, keys: list[Any] | None = None) -> dict[str, int]:
+    """Load the named keys (default: every cached model's YAML `warm_keys`) into both cache levels."""
+    timber = get_timber()
+    names = [model] if model else [m.timber_spec.name for m in timber.registry.with_feature("caching")]
+    return {name: cache.warm_cache(timber, name, keys if model else None) for name in names}
 
 
 @shared_task(name="timber.maintenance.noop")

@@ -1,0 +1,128 @@
+"""Persistence jobs through Redis + PostgreSQL, beside a Celery no-op task and raw SQLAlchemy inserts.
+
+One worker with 2 prefork processes drains each batch of jobs; every figure is measured in
+this run, on this machine, so the ratios are what to read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+from celery.result import ResultSet
+from sqlalchemy import create_engine, insert, text
+
+from bench.common import report
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_URL = os.environ.get("BENCH_POSTGRES_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
+SINGLE_JOBS = int(os.environ.get("BENCH_SINGLE_JOBS", "2000"))
+BATCH_JOBS, BATCH_ROWS = 20, 1000
+BASE_TS = dt.datetime(2000, 1, 1)
+
+
+def bar(n: int, as_json: bool) -> dict[str, Any]:
+    ts = BASE_TS + dt.timedelta(minutes=n)
+    price = decimal.Decimal("100.25") + n % 50
+    row = {"symbol": "BENCH", "interval": "1m", "ts": ts, "open": price, "high": price + 1, "low": price - 1,
+           "close": price, "adj_close": price, "volume": 1000 + n}
+    if as_json:  # what a job receives: JSON types only
+        row.update(ts=ts.isoformat(), **{k: str(row[k]) for k in ("open", "high", "low", "close", "adj_close")})
+    return row
+
+
+def drain(results: list[Any], started: float) -> float:
+    ResultSet(results).join(timeout=600, propagate=True)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    db_name = f"timber_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{db_name}"'))
+    database_url = ADMIN_URL.rsplit("/", 1)[0] + f"/{db_name}"
+    tmp = Path(tempfile.mkdtemp(prefix="timber-bench-"))
+    from cryptography.fernet import Fernet
+
+    env = {"DATABASE_URL": database_url, "BROKER_URL": REDIS_URL, "RESULT_BACKEND_URL": REDIS_URL,
+           "TIMBER_DATA_DIR": str(tmp), "TIMBER_BEAT_SCHEDULE": str(tmp / "none.yaml"),
+           "TIMBER_ENCRYPTION_KEYS": os.environ.get("TIMBER_ENCRYPTION_KEYS") or Fernet.generate_key().decode()}
+    os.environ.update(env)
+    with redis.Redis.from_url(REDIS_URL) as client:
+        client.flushdb()
+    worker = None
+    try:
+        from timber_tasks import runtime
+        from timber_tasks.celery_app import make_celery
+        from timber_tasks.settings import Settings
+
+        timber = runtime.initialize_timber(create_tables=True)
+        app = make_celery(Settings.load())
+        app.set_current()
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "timber_tasks", "worker", "-Q", "persistence,maintenance",
+             "-c", "2", "-P", "prefork", "-l", "WARNING", "--without-heartbeat", "--without-mingle",
+             "--without-gossip"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
+        noop, persist = app.tasks["timber.maintenance.noop"], app.tasks["timber.persistence.persist"]
+        noop.delay().get(timeout=120)  # the worker is up and warm
+
+        started = time.perf_counter()
+        sent = [noop.delay() for _ in range(SINGLE_JOBS)]
+        noop_enqueue = SINGLE_JOBS / (time.perf_counter() - started)
+        noop_rate = SINGLE_JOBS / drain(sent, started)
+
+        started = time.perf_counter()
+        sent = [persist.delay("OhlcvPrice", "create", bar(n, True)) for n in range(SINGLE_JOBS)]
+        single_rate = SINGLE_JOBS / drain(sent, started)
+
+        offset = SINGLE_JOBS
+        batches = [[bar(offset + b * BATCH_ROWS + i, True) for i in range(BATCH_ROWS)] for b in range(BATCH_JOBS)]
+        started = time.perf_counter()
+        sent = [persist.delay("OhlcvPrice", "create", rows) for rows in batches]
+        batch_rate = BATCH_JOBS * BATCH_ROWS / drain(sent, started)
+
+        table = timber.get_model("OhlcvPrice").__table__
+        offset += BATCH_JOBS * BATCH_ROWS
+        raw_batches = [[bar(offset + b * BATCH_ROWS + i, False) | {"source": "yfinance",
+                                                                     "fetched_at": BASE_TS}
+                        for i in range(BATCH_ROWS)] for b in range(BATCH_JOBS)]
+        started = time.perf_counter()
+        for rows in raw_batches:
+            with timber.db.engine.begin() as conn:
+                conn.execute(insert(table), rows)
+        raw_rate = BATCH_JOBS * BATCH_ROWS / (time.perf_counter() - started)
+
+        report("persistence jobs, Redis broker + PostgreSQL, one worker x 2 processes", [
+            ("Celery no-op task: enqueue from one process", noop_enqueue, "jobs/s"),
+            ("Celery no-op task: enqueue + drain", noop_rate, "jobs/s"),
+            ("persist single-row create: enqueue + drain", single_rate, "jobs/s"),
+        ], baseline="Celery no-op task: enqueue + drain")
+        report(f"batch jobs ({BATCH_JOBS} x {BATCH_ROWS} rows)", [
+            ("raw SQLAlchemy Core executemany INSERT (in-process)", raw_rate, "rows/s"),
+            ("persist batch create jobs (validated, idempotent)", batch_rate, "rows/s"),
+        ], baseline="raw SQLAlchemy Core executemany INSERT (in-process)")
+        app.close()
+        timber.close()
+    finally:
+        if worker is not None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(60)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
