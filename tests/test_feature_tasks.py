@@ -18,7 +18,7 @@ from .platforms import Platform
 
 def test_the_rotation_job_re_encrypts_so_the_old_key_can_be_dropped(platform: Platform) -> None:
     old_key = os.environ["TIMBER_ENCRYPTION_KEYS"]
-    platform.start_worker()
+    platform.start_worker(queues="persistence")  # the rotation job must reach the worker with both keys
     persist = platform.task("timber.persistence.persist")
     persist.delay("User", "create", {"id": "u1", "email": "u@e.co", "username": "uuu"}).get(timeout=30)
     persist.delay("StockResearchSession", "create", {
