@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from typing import Any
 
@@ -14,6 +17,7 @@ from timber_tasks.jobs import dead_letters, outbox
 from timber_tasks.jobs.tables import JobRecord
 from timber_tasks.tasks import enqueue
 
+from .conftest import ROOT
 from .platforms import Platform, wait_for
 
 PERSIST = "timber.persistence.persist"
@@ -101,11 +105,22 @@ def test_a_dead_letter_can_be_retried_once_its_cause_is_fixed(platform: Platform
     with pytest.raises(Exception, match="no record"):
         failed.get(timeout=30)
     letter = wait_for(lambda: dead_letters.list_letters(platform.timber.db), 10, "the dead letter")[0]
+    listing = _cli(platform, "dlq", "list")
+    assert f"│ {letter.id} " in listing and "RecordNotFoundError" in listing and "user-7" in listing
     persist.delay("User", "create", _user(7)).get(timeout=30)
-    retried = platform.task(letter.task_name).apply_async(list(letter.args), dict(letter.kwargs))
-    dead_letters.mark_retried(platform.timber.db, letter.id, retried.id)
-    assert retried.get(timeout=30)["record"]["username"] == "seven"
+    retry = _cli(platform, "dlq", "retry", str(letter.id))
+    retried_id = retry.split("as task ")[1].split()[0]
+    assert platform.app.AsyncResult(retried_id).get(timeout=30)["record"]["username"] == "seven"
     assert dead_letters.list_letters(platform.timber.db) == []
+    assert "0 dead letter(s)" in _cli(platform, "dlq", "list")
+
+
+def _cli(platform: Platform, *args: str) -> str:
+    """Run `timber-tasks ARGS` as compliance staff would, against this platform."""
+    result = subprocess.run([sys.executable, "-m", "timber_tasks.cli", *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, **platform.env, "COLUMNS": "250"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 def test_enqueue_inside_a_transaction_publishes_only_after_commit(platform: Platform) -> None:
