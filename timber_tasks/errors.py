@@ -98,35 +98,6 @@ class ModelNotFoundError(TimberError, LookupError):
         return f"model {self.name!r} is not registered.{hint}"
 
 
-class ValidationError(TimberError, ValueError):
-    """Raised when a value written to a model breaks its type, nullability or validators."""
-
-    def __init__(self, model: str, field: str | None, message: str, *, ids: object = None) -> None:
-        self.model = model
-        self.field = field
-        self.message = message
-        self.ids = ids
-        where = f"{model}.{field}" if field else model
-        if ids is not None:
-            where += f" (id {ids!r})"
-        super().__init__(f"{where}: {message}")
-
-
-
-class DatabaseError(TimberError):
-    """Raised when the database layer fails in a way the caller should see."""
-
-    def __init__(self, message: str, *, model: str | None = None, ids: object = None) -> None:
-        self.model = model
-        self.ids = ids
-        self.message = message
-        super().__init__(f"{_describe(model, ids)}: {message}" if model else message)
-
-
-class MigrationError(DatabaseError):
-    """Raised when generating or applying a migration fails."""
-
-
 def _describe(model: str | None, ids: object = None, field: str | None = None) -> str:
     where = model or "?"
     if field:
@@ -136,14 +107,37 @@ def _describe(model: str | None, ids: object = None, field: str | None = None) -
     return where
 
 
-class ServiceError(TimberError):
-    """Raised by the domain services; carries the model and the ids it concerns."""
+class ModelScopedError(TimberError):
+    """Base of errors about a model's rows: carries the model and the ids concerned."""
 
     def __init__(self, message: str, *, model: str | None = None, ids: object = None) -> None:
         self.model = model
         self.ids = ids
         self.message = message
         super().__init__(f"{_describe(model, ids)}: {message}" if model else message)
+
+
+class ValidationError(TimberError, ValueError):
+    """Raised when a value written to a model breaks its type, nullability or validators."""
+
+    def __init__(self, model: str, field: str | None, message: str, *, ids: object = None) -> None:
+        self.model = model
+        self.field = field
+        self.message = message
+        self.ids = ids
+        super().__init__(f"{_describe(model, ids, field)}: {message}")
+
+
+class DatabaseError(ModelScopedError):
+    """Raised when the database layer fails in a way the caller should see."""
+
+
+class MigrationError(DatabaseError):
+    """Raised when generating or applying a migration fails."""
+
+
+class ServiceError(ModelScopedError):
+    """Raised by the domain services; carries the model and the ids it concerns."""
 
 
 class NotFoundError(ServiceError, LookupError):
