@@ -16,6 +16,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,7 +43,8 @@ SECRET_NAMES = {"DATABASE_URL", "BROKER_URL", "RESULT_BACKEND_URL", "REDIS_URL",
 READ_BY_CODE = set(ENV_NAMES.values()) | {"FLOWER_BASIC_AUTH", "POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
 BIN = Path(sys.executable).parent  # the venv's console scripts: timber-tasks, celery, python
 READY_TIMEOUT = 60.0
-INTERPOLATION = re.compile(r"\$\{(\w+)(?::?[-?][^}]*)?\}")
+# ${NAME}, ${NAME:-default}, ${NAME:?error}; `$${...}` is an escaped literal `$`, not a reference.
+INTERPOLATION = re.compile(r"(?<!\$)\$\{(\w+)(?::?[-?][^}]*)?\}")
 
 
 def compose() -> dict[str, Any]:
@@ -166,7 +168,7 @@ def test_every_variable_of_env_example_is_one_the_code_reads_and_every_secret_is
 
 
 def test_every_variable_the_compose_file_interpolates_is_defined_in_env_example() -> None:
-    used = set(INTERPOLATION.findall(COMPOSE_FILE.read_text(encoding="utf-8")))
+    used = set(INTERPOLATION.findall(yaml.safe_dump(compose())))  # values only, not comments
     assert used, "the postgres service should take its password from .env by reference"
     assert used <= set(env_example())
 
@@ -313,7 +315,11 @@ def test_the_beat_service_command_starts_beat_takes_the_redbeat_lock_and_release
     from timber_tasks.settings import Settings
 
     app = make_celery(Settings.load({**service_env, "TIMBER_DATA_DIR": str(tmp_path / "probe")}))
-    lock_key = RedBeatConfig(app).lock_key
+    with warnings.catch_warnings():
+        # celery_app sets no redbeat_redis_options, so RedBeat warns that it falls back to
+        # broker_transport_options (a DeprecationWarning blamed on its caller): see the report.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        lock_key = RedBeatConfig(app).lock_key
     app.close()
     with redis.Redis.from_url(TEST_REDIS) as client, Service("beat", service_env, tmp_path / "beat.log") as beat:
         beat.wait_for_log("beat: Starting...", "beat: Acquired lock")
