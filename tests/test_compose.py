@@ -193,7 +193,7 @@ def test_the_redis_healthcheck_passes_against_the_local_server() -> None:
 class _Readyz(BaseHTTPRequestHandler):
     status = 200
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         code = self.status if self.path == "/readyz" else 404
         self.send_response(code)
         self.end_headers()
@@ -355,9 +355,11 @@ def test_the_flower_service_command_serves_its_dashboard_and_api_only_with_the_l
     argv[argv.index("--address") + 1] = "127.0.0.1"
     base = f"http://127.0.0.1:{port}"
     with Service("flower", service_env, tmp_path / "flower.log", argv) as flower:
-        wait_for(lambda: _get(f"{base}/healthcheck")[0] == 200 or flower.proc.poll() is not None,  # type: ignore[union-attr]
+        proc = flower.proc
+        assert proc is not None
+        wait_for(lambda: _get(f"{base}/healthcheck")[0] == 200 or proc.poll() is not None,
                  READY_TIMEOUT, "Flower to answer HTTP", interval=0.5)
-        assert flower.proc is not None and flower.proc.poll() is None, flower.output()
+        assert proc.poll() is None, flower.output()
         assert _get(f"{base}/", "test:secret")[0] == 200
         assert _get(f"{base}/")[0] == 401
         assert _get(f"{base}/", "test:wrong")[0] == 401
@@ -368,5 +370,5 @@ def test_the_flower_service_command_serves_its_dashboard_and_api_only_with_the_l
         check = subprocess.run(healthcheck, env=service_env, capture_output=True, text=True, timeout=30)
         assert check.returncode == 0, check.stderr
         flower.terminate()
-        assert flower.proc.poll() is not None
+        assert proc.poll() is not None and "shutting down" in flower.output()
     assert "Traceback" not in flower.output(), flower.output()
