@@ -116,6 +116,24 @@ def test_every_worker_service_runs_the_pool_its_name_says() -> None:
     assert service("flower")["command"] == ["timber-tasks", "flower", "--address", "0.0.0.0", "--port", "5555"]
 
 
+def seconds(duration: str) -> int:
+    match = re.fullmatch(r"(\d+)([sm])", duration)
+    assert match, f"duration {duration!r}: write it as 30s or 5m"
+    return int(match[1]) * (60 if match[2] == "m" else 1)
+
+
+def test_a_solo_pool_stays_healthy_through_a_job_that_runs_to_its_time_limit() -> None:
+    # A solo worker runs the job in its main process, so it answers no ping until the job ends.
+    from timber_tasks.pools import load_pools
+    from timber_tasks.settings import Settings
+
+    solo = [p for p in load_pools(ROOT / "workers") if p.pool == "solo"]
+    for pool in solo:
+        check = service(f"worker-{pool.name}")["healthcheck"]
+        limit = pool.time_limit or Settings().task_time_limit
+        assert seconds(check["interval"]) * check["retries"] > limit, pool.name
+
+
 def test_every_app_service_shares_one_image_reads_the_env_file_and_waits_for_healthy_servers() -> None:
     for name in APP_SERVICES:
         spec = service(name)
@@ -369,6 +387,6 @@ def test_the_flower_service_command_serves_its_dashboard_and_api_only_with_the_l
         healthcheck[-1] = healthcheck[-1].replace("127.0.0.1:5555", f"127.0.0.1:{port}")
         check = subprocess.run(healthcheck, env=service_env, capture_output=True, text=True, timeout=30)
         assert check.returncode == 0, check.stderr
-        flower.terminate()
-        assert proc.poll() is not None and "shutting down" in flower.output()
+        assert flower.terminate() == 0, flower.output()
+        assert "shutting down" in flower.output()
     assert "Traceback" not in flower.output(), flower.output()
