@@ -7,6 +7,7 @@ service's command (and health check) runs locally against the machine's PostgreS
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import re
 import signal
@@ -283,10 +284,14 @@ class Service:
                               timeout=60, env={**self.env, "HOSTNAME": socket.gethostname()})
 
     def terminate(self) -> int:
-        """SIGTERM to the whole process group (as `docker stop` does), then wait."""
+        """SIGTERM to the main process, as `docker stop` sends it to PID 1, then wait.
+
+        Not to the whole group: prefork children killed by the same signal can die holding
+        billiard's queue lock, and the main process then hangs in its exit handler.
+        """
         assert self.proc is not None
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            os.kill(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(60)
             except subprocess.TimeoutExpired:
@@ -296,9 +301,11 @@ class Service:
         return self.proc.returncode
 
     def __exit__(self, *_: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):  # whatever is left of the group
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        self.proc.wait(10)
 
 
 @pytest.fixture
