@@ -1,0 +1,99 @@
+"""`timber-tasks flower` against real workers: a finished task read back through Flower's API, behind a login."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import ROOT
+from .platforms import Platform, wait_for
+
+LOGIN = "test:secret"
+PERSIST = "timber.persistence.persist"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def get(url: str, auth: str | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:  # not listening yet
+        return 0, b""
+
+
+def start_flower(platform: Platform) -> str:
+    """Flower on a free loopback port; returns its base URL once it answers HTTP."""
+    port = free_port()
+    proc = platform.spawn([sys.executable, "-m", "timber_tasks.cli", "flower", "--port", str(port)], "flower",
+                          {"FLOWER_BASIC_AUTH": LOGIN})
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: get(f"{base}/healthcheck")[0] == 200 or proc.poll() is not None, 60, "Flower to answer HTTP",
+             interval=0.5)
+    assert proc.poll() is None, platform.log_of(proc)
+    return base
+
+
+def task_info(base: str, task_id: str) -> dict[str, Any] | None:
+    status, body = get(f"{base}/api/task/info/{task_id}", LOGIN)
+    if status == 404:  # Flower has not seen an event of this task yet
+        return None
+    assert status == 200, (status, body)
+    info: dict[str, Any] = json.loads(body)
+    return info
+
+
+@pytest.mark.parametrize("platform", ["embedded", "redis"], indirect=True)
+def test_flower_reads_a_finished_task_back_through_its_api_and_refuses_it_without_the_login(
+    platform: Platform,
+) -> None:
+    platform.start_worker()
+    base = start_flower(platform)
+    # Flower knows only the tasks whose events it received: wait until it sees the worker.
+    wait_for(lambda: b"w0@" in get(f"{base}/api/workers?refresh=1", LOGIN)[1], 60, "Flower to see the worker",
+             interval=1)
+    result = platform.task(PERSIST).delay("User", "create", {"email": "a@b.co", "username": "abc"})
+    record = result.get(timeout=60)["record"]
+    info = wait_for(lambda: (i := task_info(base, result.id)) and i["state"] == "SUCCESS" and i,
+                    60, "Flower to report the task finished", interval=0.5)
+    assert info["uuid"] == result.id and info["name"] == PERSIST
+    assert info["worker"].startswith("w0@")
+    assert "a@b.co" in info["args"] and record["id"] in info["result"]
+    assert info["received"] and info["started"] and info["succeeded"]
+
+    status, body = get(f"{base}/api/task/info/{result.id}")
+    assert status == 401 and b"a@b.co" not in body
+    assert get(f"{base}/api/task/info/{result.id}", "test:wrong")[0] == 401
+    assert get(f"{base}/api/tasks")[0] == 401
+    assert get(f"{base}/")[0] == 401
+
+
+def test_flower_without_flower_basic_auth_exits_non_zero_naming_the_variable(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "FLOWER_BASIC_AUTH"}
+    env["PYTHONPATH"] = str(ROOT)
+    for extra in ([], ["--basic-auth", "no-colon"]):
+        done = subprocess.run([sys.executable, "-m", "timber_tasks.cli", "flower", "--port", str(free_port()),
+                               *extra], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0, done.stdout + done.stderr
+        assert "FLOWER_BASIC_AUTH" in done.stderr
+    assert not (tmp_path / "var" / "broker").exists()  # refused before it touched a broker
