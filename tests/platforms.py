@@ -92,7 +92,7 @@ class Platform:
 
     def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         if proc.poll() is None:
-            os.killpg(proc.pid, sig) if sig != signal.SIGKILL else os.kill(proc.pid, sig)
+            os.kill(proc.pid, sig)  # the main process only (see stop_all)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -102,8 +102,10 @@ class Platform:
     def stop_all(self) -> None:
         for proc, _ in self.processes:
             if proc.poll() is None:
+                # SIGTERM to the main process only, as `docker stop` does: terminating the pool
+                # children too can leave the main process waiting on a lock a dead child held.
                 try:
-                    os.killpg(proc.pid, signal.SIGTERM)
+                    os.kill(proc.pid, signal.SIGTERM)
                     proc.wait(20)
                 except (ProcessLookupError, subprocess.TimeoutExpired):
                     pass

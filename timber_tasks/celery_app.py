@@ -81,8 +81,10 @@ def make_celery(settings: Settings | None = None) -> Celery:
     )
     if is_redis(broker):
         # One beat at a time: RedBeat keeps the schedule in Redis behind a lock.
+        # The lock is only renewed when beat wakes: wake well within its timeout.
         app.conf.update(beat_scheduler="redbeat.RedBeatScheduler", redbeat_redis_url=broker,
-                        redbeat_key_prefix="timber:redbeat:", redbeat_lock_timeout=60)
+                        redbeat_redis_options={}, redbeat_key_prefix="timber:redbeat:",
+                        redbeat_lock_timeout=60, beat_max_loop_interval=20)
     app.timber_settings = settings
     app.loader.import_default_modules()  # registers the shared tasks on this app
     from timber_tasks import beat
