@@ -134,3 +134,21 @@ def test_an_app_name_that_cannot_name_a_role_is_refused() -> None:
     assert role_name("canopy") == "timber_app_canopy"
     with pytest.raises(ConfigError, match="cannot name a PostgreSQL role"):
         role_name('x"; DROP TABLE users; --')
+
+
+def test_an_app_role_can_enqueue_jobs_in_its_own_transaction(postgres_url: str) -> None:
+    from sqlalchemy import select
+
+    from timber_tasks.jobs.tables import DeadLetter, OutboxMessage
+    from timber_tasks.tasks import enqueue
+
+    initialize_timber(app_name="timber", model_config_dirs=[ROOT / "model_configs"], database_url=postgres_url)
+    canopy = initialize_timber(app_name="canopy", model_config_dirs=[ROOT / "model_configs"],
+                               database_url=postgres_url, create_tables=False)
+    assert canopy.db.role == "timber_app_canopy"
+    with canopy.db.session_scope() as session:
+        enqueue(session, "timber.persistence.persist", "Order", "create", {"symbol": "AAPL"})
+    with canopy.db.session_scope() as session:  # written, then published (the UPDATE is granted too)
+        assert [m.status for m in session.scalars(select(OutboxMessage))] == ["published"]
+    with pytest.raises(ProgrammingError, match="permission denied"), canopy.db.session_scope() as session:
+        session.scalars(select(DeadLetter)).all()  # the platform's own tables stay the platform's

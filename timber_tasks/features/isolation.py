@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import text
 
 from timber_tasks.errors import AccessDeniedError, ConfigError, ValidationError
+from timber_tasks.jobs.tables import OutboxMessage
 from timber_tasks.models.spec import IDENTIFIER
 
 log = logging.getLogger("timber_tasks.isolation")
@@ -107,6 +108,9 @@ def install(timber: Any) -> None:
             if spec.spec.app_scope is not None:
                 _install_policies(conn, spec, apps)
         roles = ", ".join(f'"{role_name(a)}"' for a in apps)
+        # Apps enqueue jobs in their own transactions (the outbox); job records and dead
+        # letters are the platform workers' alone.
+        conn.execute(text(f'GRANT SELECT, INSERT, UPDATE, DELETE ON "{OutboxMessage.__tablename__}" TO {roles}'))
         conn.execute(text(f"GRANT USAGE ON SCHEMA public TO {roles}"))
         conn.execute(text(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {roles}"))
 
