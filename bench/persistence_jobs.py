@@ -10,6 +10,7 @@ import datetime as dt
 import decimal
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,14 @@ ADMIN_URL = os.environ.get("BENCH_POSTGRES_ADMIN_URL", "postgresql+psycopg2://po
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
 SINGLE_JOBS = int(os.environ.get("BENCH_SINGLE_JOBS", "2000"))
 BATCH_JOBS, BATCH_ROWS = 20, 1000
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+FIGURES = {
+    "enqueue": "Celery no-op task: enqueue from one process",
+    "noop": "Celery no-op task: enqueue + drain",
+    "single": "persist single-row create: enqueue + drain",
+    "raw": "raw SQLAlchemy Core executemany INSERT (in-process)",
+    "batch": "persist batch create jobs (validated, idempotent)",
+}
 BASE_TS = dt.datetime(2000, 1, 1)
 
 
@@ -77,42 +86,47 @@ def main() -> None:
              "--without-gossip"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True)
         noop, persist = app.tasks["timber.maintenance.noop"], app.tasks["timber.persistence.persist"]
         noop.delay().get(timeout=120)  # the worker is up and warm
-
-        started = time.perf_counter()
-        sent = [noop.delay() for _ in range(SINGLE_JOBS)]
-        noop_enqueue = SINGLE_JOBS / (time.perf_counter() - started)
-        noop_rate = SINGLE_JOBS / drain(sent, started)
-
-        started = time.perf_counter()
-        sent = [persist.delay("OhlcvPrice", "create", bar(n, True)) for n in range(SINGLE_JOBS)]
-        single_rate = SINGLE_JOBS / drain(sent, started)
-
-        offset = SINGLE_JOBS
-        batches = [[bar(offset + b * BATCH_ROWS + i, True) for i in range(BATCH_ROWS)] for b in range(BATCH_JOBS)]
-        started = time.perf_counter()
-        sent = [persist.delay("OhlcvPrice", "create", rows) for rows in batches]
-        batch_rate = BATCH_JOBS * BATCH_ROWS / drain(sent, started)
-
         table = timber.get_model("OhlcvPrice").__table__
-        offset += BATCH_JOBS * BATCH_ROWS
-        raw_batches = [[bar(offset + b * BATCH_ROWS + i, False) | {"source": "yfinance",
-                                                                     "fetched_at": BASE_TS}
-                        for i in range(BATCH_ROWS)] for b in range(BATCH_JOBS)]
-        started = time.perf_counter()
-        for rows in raw_batches:
-            with timber.db.engine.begin() as conn:
-                conn.execute(insert(table), rows)
-        raw_rate = BATCH_JOBS * BATCH_ROWS / (time.perf_counter() - started)
+        rates: dict[str, list[float]] = {name: [] for name in FIGURES}
+        offset = 0
+        for _ in range(ROUNDS):  # interleaved rounds, medians reported: the machine is shared and noisy
+            started = time.perf_counter()
+            sent = [noop.delay() for _ in range(SINGLE_JOBS)]
+            rates["enqueue"].append(SINGLE_JOBS / (time.perf_counter() - started))
+            rates["noop"].append(SINGLE_JOBS / drain(sent, started))
 
-        report("persistence jobs, Redis broker + PostgreSQL, one worker x 2 processes", [
-            ("Celery no-op task: enqueue from one process", noop_enqueue, "jobs/s"),
-            ("Celery no-op task: enqueue + drain", noop_rate, "jobs/s"),
-            ("persist single-row create: enqueue + drain", single_rate, "jobs/s"),
-        ], baseline="Celery no-op task: enqueue + drain")
-        report(f"batch jobs ({BATCH_JOBS} x {BATCH_ROWS} rows)", [
-            ("raw SQLAlchemy Core executemany INSERT (in-process)", raw_rate, "rows/s"),
-            ("persist batch create jobs (validated, idempotent)", batch_rate, "rows/s"),
-        ], baseline="raw SQLAlchemy Core executemany INSERT (in-process)")
+            started = time.perf_counter()
+            sent = [persist.delay("OhlcvPrice", "create", bar(offset + n, True)) for n in range(SINGLE_JOBS)]
+            rates["single"].append(SINGLE_JOBS / drain(sent, started))
+            offset += SINGLE_JOBS
+
+            batches = [[bar(offset + b * BATCH_ROWS + i, True) for i in range(BATCH_ROWS)] for b in range(BATCH_JOBS)]
+            started = time.perf_counter()
+            sent = [persist.delay("OhlcvPrice", "create", rows) for rows in batches]
+            rates["batch"].append(BATCH_JOBS * BATCH_ROWS / drain(sent, started))
+            offset += BATCH_JOBS * BATCH_ROWS
+
+            raw_batches = [[bar(offset + b * BATCH_ROWS + i, False) | {"source": "yfinance", "fetched_at": BASE_TS}
+                            for i in range(BATCH_ROWS)] for b in range(BATCH_JOBS)]
+            started = time.perf_counter()
+            for rows in raw_batches:
+                with timber.db.engine.begin() as conn:
+                    conn.execute(insert(table), rows)
+            rates["raw"].append(BATCH_JOBS * BATCH_ROWS / (time.perf_counter() - started))
+            offset += BATCH_JOBS * BATCH_ROWS
+
+        median = {name: statistics.median(values) for name, values in rates.items()}
+        report(f"persistence jobs, Redis broker + PostgreSQL, one worker x 2 processes (median of {ROUNDS})", [
+            (FIGURES["enqueue"], median["enqueue"], "jobs/s"),
+            (FIGURES["noop"], median["noop"], "jobs/s"),
+            (FIGURES["single"], median["single"], "jobs/s"),
+        ], baseline=FIGURES["noop"])
+        report(f"batch jobs ({BATCH_JOBS} x {BATCH_ROWS} rows, median of {ROUNDS})", [
+            (FIGURES["raw"], median["raw"], "rows/s"),
+            (FIGURES["batch"], median["batch"], "rows/s"),
+        ], baseline=FIGURES["raw"])
+        for name, values in rates.items():
+            print(f"  {FIGURES[name]}: " + ", ".join(f"{v:,.0f}" for v in values))
         app.close()
         timber.close()
     finally:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from timber_tasks.errors import TimberError, ValidationError
 from timber_tasks.jobs import outbox
 from timber_tasks.jobs.tables import JobRecord
+from timber_tasks.models.factory import utcnow
 from timber_tasks.models.records import jsonable_value, to_jsonable, validate_record
 from timber_tasks.runtime import Timber
 
@@ -57,7 +58,9 @@ def persist(
         with timber.db.session_scope() as session:
             result = OPERATION_FUNCTIONS[operation](session, model, rows, batch)
             result.update(model=model_name, operation=operation)
-            session.add(JobRecord(idempotency_key=idempotency_key, task_name=task_name, result=result))
+            # A Core insert, not an ORM add: same transaction, without a second unit-of-work flush.
+            session.execute(insert(JobRecord), [{"idempotency_key": idempotency_key, "task_name": task_name,
+                                                 "result": result, "created_at": utcnow()}])
             if outbox_task_id:
                 outbox.complete(session, outbox_task_id)
     except IntegrityError as exc:
