@@ -42,9 +42,10 @@ def mark_published(db: DatabaseManager, task_ids: list[str], *, keep: bool) -> N
 
 
 def mark_failed(db: DatabaseManager, task_id: str, error: str) -> None:
+    """Publishing failed: back to pending, so the relay tries again soon, not after the time limit."""
     with db.session_scope() as session:
         session.execute(update(OutboxMessage).where(OutboxMessage.task_id == task_id).values(
-            last_error=error[:2000], updated_at=utcnow()))
+            status="pending", last_error=error[:2000], updated_at=utcnow()))
 
 
 def complete(session: Session, task_id: str) -> None:
