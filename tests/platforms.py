@@ -6,12 +6,16 @@ platform's environment; the test process is the app that enqueues.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +32,27 @@ from .conftest import ROOT
 
 TEST_REDIS = "redis://127.0.0.1:6379/1"  # database 1 belongs to these tests; the cache tests use 2
 TEST_RABBIT = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def http_get(url: str, auth: str | None = None) -> tuple[int, bytes]:
+    """Status and body of a GET, with optional basic auth; (0, b"") while nothing listens."""
+    request = urllib.request.Request(url)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+    except OSError:
+        return 0, b""
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:

@@ -6,7 +6,6 @@ service's command (and health check) runs locally against the machine's PostgreS
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import os
 import re
@@ -15,8 +14,6 @@ import socket
 import subprocess
 import sys
 import threading
-import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,7 +27,7 @@ from cryptography.fernet import Fernet
 from timber_tasks.settings import ENV_NAMES
 
 from .conftest import ROOT, require_server
-from .platforms import TEST_REDIS, wait_for
+from .platforms import TEST_REDIS, free_port, http_get, wait_for
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -89,11 +86,6 @@ def local_env(**extra: str) -> dict[str, str]:
             **extra}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # --- the file itself --------------------------------------------------------------------------
@@ -357,17 +349,6 @@ def test_the_beat_service_command_starts_beat_takes_the_redbeat_lock_and_release
     assert "Traceback" not in beat.output(), beat.output()
 
 
-def _get(url: str, auth: str | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if auth:
-        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except OSError:
-        return 0, b""
 
 
 def test_the_flower_service_command_serves_its_dashboard_and_api_only_with_the_login(
@@ -382,14 +363,14 @@ def test_the_flower_service_command_serves_its_dashboard_and_api_only_with_the_l
     with Service("flower", service_env, tmp_path / "flower.log", argv) as flower:
         proc = flower.proc
         assert proc is not None
-        wait_for(lambda: _get(f"{base}/healthcheck")[0] == 200 or proc.poll() is not None,
+        wait_for(lambda: http_get(f"{base}/healthcheck")[0] == 200 or proc.poll() is not None,
                  READY_TIMEOUT, "Flower to answer HTTP", interval=0.5)
         assert proc.poll() is None, flower.output()
-        assert _get(f"{base}/", "test:secret")[0] == 200
-        assert _get(f"{base}/")[0] == 401
-        assert _get(f"{base}/", "test:wrong")[0] == 401
-        assert _get(f"{base}/api/tasks", "test:secret")[0] == 200
-        assert _get(f"{base}/api/tasks")[0] == 401
+        assert http_get(f"{base}/", "test:secret")[0] == 200
+        assert http_get(f"{base}/")[0] == 401
+        assert http_get(f"{base}/", "test:wrong")[0] == 401
+        assert http_get(f"{base}/api/tasks", "test:secret")[0] == 200
+        assert http_get(f"{base}/api/tasks")[0] == 401
         healthcheck = healthcheck_argv("flower")
         healthcheck[-1] = healthcheck[-1].replace("127.0.0.1:5555", f"127.0.0.1:{port}")
         check = subprocess.run(healthcheck, env=service_env, capture_output=True, text=True, timeout=30)

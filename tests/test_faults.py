@@ -18,7 +18,7 @@ PERSIST = "timber.persistence.persist"
 
 # Short limits so a lost job comes back within seconds: Redis redelivers unacked jobs after the
 # visibility timeout; on the embedded broker the outbox relay (beat, every second) republishes.
-FAST_RECOVERY = {"TIMBER_VISIBILITY_TIMEOUT": "6", "TIMBER_TASK_TIME_LIMIT": "5",
+FAST_RECOVERY = {"TIMBER_VISIBILITY_TIMEOUT": "6", "TIMBER_TASK_TIME_LIMIT": "5", "TIMBER_REDELIVERY_SWEEP": "1",
                  "TIMBER_OUTBOX_REPUBLISH_AFTER": "4"}
 
 

@@ -2,44 +2,24 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from .conftest import ROOT
-from .platforms import Platform, wait_for
+from .platforms import Platform, free_port, http_get, wait_for
 
 LOGIN = "test:secret"
 PERSIST = "timber.persistence.persist"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
-def get(url: str, auth: str | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url)
-    if auth:
-        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except OSError:  # not listening yet
-        return 0, b""
 
 
 def start_flower(platform: Platform) -> str:
@@ -48,14 +28,14 @@ def start_flower(platform: Platform) -> str:
     proc = platform.spawn([sys.executable, "-m", "timber_tasks.cli", "flower", "--port", str(port)], "flower",
                           {"FLOWER_BASIC_AUTH": LOGIN})
     base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: get(f"{base}/healthcheck")[0] == 200 or proc.poll() is not None, 60, "Flower to answer HTTP",
+    wait_for(lambda: http_get(f"{base}/healthcheck")[0] == 200 or proc.poll() is not None, 60, "Flower to answer HTTP",
              interval=0.5)
     assert proc.poll() is None, platform.log_of(proc)
     return base
 
 
 def task_info(base: str, task_id: str) -> dict[str, Any] | None:
-    status, body = get(f"{base}/api/task/info/{task_id}", LOGIN)
+    status, body = http_get(f"{base}/api/task/info/{task_id}", LOGIN)
     if status == 404:  # Flower has not seen an event of this task yet
         return None
     assert status == 200, (status, body)
@@ -70,7 +50,7 @@ def test_flower_reads_a_finished_task_back_through_its_api_and_refuses_it_withou
     platform.start_worker()
     base = start_flower(platform)
     # Flower knows only the tasks whose events it received: wait until it sees the worker.
-    wait_for(lambda: b"w0@" in get(f"{base}/api/workers?refresh=1", LOGIN)[1], 60, "Flower to see the worker",
+    wait_for(lambda: b"w0@" in http_get(f"{base}/api/workers?refresh=1", LOGIN)[1], 60, "Flower to see the worker",
              interval=1)
     result = platform.task(PERSIST).delay("User", "create", {"email": "a@b.co", "username": "abc"})
     record = result.get(timeout=60)["record"]
@@ -81,11 +61,11 @@ def test_flower_reads_a_finished_task_back_through_its_api_and_refuses_it_withou
     assert "a@b.co" in info["args"] and record["id"] in info["result"]
     assert info["received"] and info["started"] and info["succeeded"]
 
-    status, body = get(f"{base}/api/task/info/{result.id}")
+    status, body = http_get(f"{base}/api/task/info/{result.id}")
     assert status == 401 and b"a@b.co" not in body
-    assert get(f"{base}/api/task/info/{result.id}", "test:wrong")[0] == 401
-    assert get(f"{base}/api/tasks")[0] == 401
-    assert get(f"{base}/")[0] == 401
+    assert http_get(f"{base}/api/task/info/{result.id}", "test:wrong")[0] == 401
+    assert http_get(f"{base}/api/tasks")[0] == 401
+    assert http_get(f"{base}/")[0] == 401
 
 
 def test_flower_without_flower_basic_auth_exits_non_zero_naming_the_variable(tmp_path: Path) -> None:

@@ -139,9 +139,13 @@ def test_an_app_name_that_cannot_name_a_role_is_refused() -> None:
 def test_an_app_role_can_enqueue_jobs_in_its_own_transaction(postgres_url: str) -> None:
     from sqlalchemy import select
 
+    from timber_tasks.celery_app import make_celery
     from timber_tasks.jobs.tables import DeadLetter, OutboxMessage
+    from timber_tasks.settings import Settings
     from timber_tasks.tasks import enqueue
 
+    app = make_celery(Settings.load())  # the embedded broker: published rows are kept until done
+    app.set_current()
     initialize_timber(app_name="timber", model_config_dirs=[ROOT / "model_configs"], database_url=postgres_url)
     canopy = initialize_timber(app_name="canopy", model_config_dirs=[ROOT / "model_configs"],
                                database_url=postgres_url, create_tables=False)
@@ -152,3 +156,4 @@ def test_an_app_role_can_enqueue_jobs_in_its_own_transaction(postgres_url: str) 
         assert [m.status for m in session.scalars(select(OutboxMessage))] == ["published"]
     with pytest.raises(ProgrammingError, match="permission denied"), canopy.db.session_scope() as session:
         session.scalars(select(DeadLetter)).all()  # the platform's own tables stay the platform's
+    app.close()

@@ -50,6 +50,11 @@ def make_celery(settings: Settings | None = None) -> Celery:
         transport_options = embedded_transport_options(settings)
     else:
         transport_options = {"visibility_timeout": settings.visibility_timeout}
+        if is_redis(broker):
+            # kombu scans for a dead worker's unacked jobs only every interval x throttle seconds
+            # (100 s by default); scan every sweep instead, so they return soon after the timeout.
+            transport_options.update(unacked_restore_interval=settings.redelivery_sweep,
+                                     unacked_restore_throttle=1)
     if not settings.result_backend_url:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = Celery("timber_tasks", broker=broker, backend=settings.resolved_result_backend_url,

@@ -38,6 +38,7 @@ ENV_NAMES: dict[str, str] = {
     "outbox_republish_after": "TIMBER_OUTBOX_REPUBLISH_AFTER",
     "broker_polling_interval": "TIMBER_BROKER_POLLING_INTERVAL",
     "task_max_retries": "TIMBER_TASK_MAX_RETRIES",
+    "redelivery_sweep": "TIMBER_REDELIVERY_SWEEP",
     "retry_backoff": "TIMBER_RETRY_BACKOFF",
 }
 
@@ -73,6 +74,7 @@ class Settings(BaseModel):
     workers_dir: Path = Path("workers")
     task_time_limit: PositiveInt = 1800  # seconds; a pool's YAML may set its own, lower or higher
     visibility_timeout: PositiveInt = 3600  # Redis redelivers unacked jobs after this: must exceed every limit
+    redelivery_sweep: PositiveInt = 10  # seconds between Redis scans for jobs a dead worker left unacked
     # Embedded brokers: a published job not finished after this many seconds is published again.
     outbox_republish_after: PositiveFloat | None = None
     broker_polling_interval: PositiveFloat = 0.02
