@@ -8,10 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.engine import make_url
-
 from timber_tasks.db import DatabaseManager
-from timber_tasks.errors import ConfigError, TimberError
+from timber_tasks.errors import ConfigError
 from timber_tasks.features import isolation
 from timber_tasks.features.cache import CacheManager
 from timber_tasks.features.encryption import KeyRing
@@ -148,9 +146,3 @@ def reset() -> None:
             _current.close()
         _current = None
 
-
-def dialect_of(url: str) -> str:
-    try:
-        return make_url(url).get_backend_name()
-    except Exception as exc:
-        raise TimberError(f"cannot read database URL: {exc}") from exc

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from timber_tasks.db import DatabaseManager
 from timber_tasks.errors import TimberError
 from timber_tasks.jobs.tables import DeadLetter
-from timber_tasks.models.factory import utcnow
+from timber_tasks.models.defaults import utcnow
 
 
 class DeadLetterNotFoundError(TimberError, LookupError):

@@ -11,12 +11,12 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from timber_tasks.db import DatabaseManager
 from timber_tasks.jobs.tables import OutboxMessage
-from timber_tasks.models.factory import utcnow
+from timber_tasks.models.defaults import utcnow
 
 
 def add(session: Session, *, task_id: str, task_name: str, args: Iterable[Any] | None,
@@ -68,8 +68,5 @@ def due(db: DatabaseManager, *, pending_after: timedelta, published_after: timed
 
 def counts(db: DatabaseManager) -> dict[str, int]:
     with db.session_scope() as session:
-        rows = session.execute(select(OutboxMessage.status, OutboxMessage.task_id)).all()
-    out: dict[str, int] = {}
-    for status, _ in rows:
-        out[status] = out.get(status, 0) + 1
-    return out
+        rows = session.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))
+        return {status: int(n) for status, n in rows}

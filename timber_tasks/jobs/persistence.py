@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from timber_tasks.errors import TimberError, ValidationError
 from timber_tasks.jobs import outbox
 from timber_tasks.jobs.tables import JobRecord
-from timber_tasks.models.factory import utcnow
+from timber_tasks.models.defaults import utcnow
 from timber_tasks.models.records import jsonable_value, to_jsonable, validate_record
 from timber_tasks.runtime import Timber
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from timber_tasks.models.factory import utcnow
+from timber_tasks.models.defaults import utcnow
 
 
 class SystemBase(DeclarativeBase):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
+import copy
 import warnings
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, Column, Computed, ForeignKey, Index, Integer, event, text
@@ -19,21 +18,10 @@ from timber_tasks.features.encryption import (
     install_encryption_hooks,
 )
 from timber_tasks.models import validators
+from timber_tasks.models.defaults import DEFAULT_FUNCTIONS
 from timber_tasks.models.loader import ResolvedModel
 from timber_tasks.models.spec import ColumnSpec, RelationshipSpec
 from timber_tasks.models.types import parse_type
-
-
-def utcnow() -> datetime:
-    """Naive UTC: DateTime columns carry no zone, and both dialects store it unchanged."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def new_uuid() -> str:
-    return str(uuid.uuid4())
-
-
-DEFAULT_FUNCTIONS: dict[str, Callable[[], Any]] = {"uuid4": new_uuid, "utcnow": utcnow, "now": utcnow}
 
 INVERSE = {
     "one-to-many": "many-to-one",
@@ -119,7 +107,7 @@ class ModelFactory:
         }
         if col.nullable is not None:
             kwargs["nullable"] = col.nullable
-        if col.has_default and col.default is not None:
+        if col.default is not None:
             kwargs["default"], server_default = _default(col.default)
             if server_default is not None:
                 kwargs["server_default"] = server_default
@@ -202,7 +190,7 @@ def _default(value: Any) -> tuple[Any, Any]:
     if isinstance(value, str) and value in DEFAULT_FUNCTIONS:
         return DEFAULT_FUNCTIONS[value], None
     if isinstance(value, dict | list):
-        return (lambda v=value: _copy(v)), None
+        return (lambda v=value: copy.deepcopy(v)), None
     if isinstance(value, bool):
         return value, text("true" if value else "false")
     if isinstance(value, int | float):
@@ -211,11 +199,6 @@ def _default(value: Any) -> tuple[Any, Any]:
         return value, value
     return value, None
 
-
-def _copy(value: Any) -> Any:
-    import copy
-
-    return copy.deepcopy(value)
 
 
 def _install_validators(cls: type[Any], m: ResolvedModel) -> None:

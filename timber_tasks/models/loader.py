@@ -17,6 +17,7 @@ import yaml
 
 from timber_tasks.errors import ModelConfigError, ModelConfigErrors
 from timber_tasks.models import sql_expressions, validators
+from timber_tasks.models.defaults import DEFAULT_FUNCTIONS
 from timber_tasks.models.spec import (
     ColumnSpec,
     FileSpec,
@@ -26,8 +27,6 @@ from timber_tasks.models.spec import (
     check_identifier,
 )
 from timber_tasks.models.types import TypeParseError, parse_type
-
-DEFAULT_FUNCTIONS = frozenset({"uuid4", "utcnow", "now"})
 
 # libyaml's loader is several times faster than the pure-Python one and reads the same YAML.
 YamlLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -327,10 +326,8 @@ def _check_column(col: ColumnSpec, m: ResolvedModel, tables: dict[str, ResolvedM
                 col.name)
     elif col.ondelete:
         err("ondelete needs a foreign_key", col.name)
-    for key in ("default", "onupdate"):
-        value = getattr(col, key)
-        if key == "onupdate" and value is not None and value not in DEFAULT_FUNCTIONS:
-            err(f"onupdate must be one of {sorted(DEFAULT_FUNCTIONS)}, got {value!r}", col.name)
+    if col.onupdate is not None and col.onupdate not in DEFAULT_FUNCTIONS:
+        err(f"onupdate must be one of {sorted(DEFAULT_FUNCTIONS)}, got {col.onupdate!r}", col.name)
     if col.check:
         try:
             sql_expressions.check_expression(col.check, set(m.all_columns))

@@ -64,11 +64,6 @@ class ModelRegistry:
             )
         return model
 
-    def by_table(self, table_name: str) -> type[Any]:
-        for model in self._models.values():
-            if model.timber_spec.table_name == table_name and model.timber_spec.inheritance != "single":
-                return model
-        raise ModelNotFoundError(f"table {table_name}")
 
     def names(self) -> list[str]:
         return list(self._models)

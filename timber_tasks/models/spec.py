@@ -96,9 +96,6 @@ class ColumnSpec(Strict):
                 check_identifier(part)
         return value
 
-    @property
-    def has_default(self) -> bool:
-        return "default" in self.model_fields_set
 
 
 class IndexSpec(Strict):

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from timber_tasks.models.factory import utcnow
+from timber_tasks.models.defaults import utcnow
 from timber_tasks.models.records import to_jsonable
 from timber_tasks.services.base import BaseService, Record
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from timber_tasks.errors import NotFoundError, ValidationError
 from timber_tasks.features import isolation
-from timber_tasks.models.factory import utcnow
+from timber_tasks.models.defaults import utcnow
 from timber_tasks.models.records import to_jsonable
 from timber_tasks.services.base import BaseService, Record
 

@@ -11,7 +11,7 @@ from sqlalchemy import delete
 
 from timber_tasks.features import cache, encryption
 from timber_tasks.jobs.tables import JobRecord
-from timber_tasks.models.factory import utcnow
+from timber_tasks.models.defaults import utcnow
 from timber_tasks.tasks import relay
 from timber_tasks.tasks.base import TimberTask, get_timber
 

@@ -22,7 +22,8 @@ PENDING_GRACE = timedelta(seconds=5)
 PUBLISH_RETRY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
 
 
-def _publish(app: Celery, rows: list[OutboxMessage]) -> list[str]:
+def _publish(app: Celery, timber: Timber, rows: list[OutboxMessage]) -> list[str]:
+    """Send the rows to the broker, in order, until one fails; record the ones sent."""
     sent: list[str] = []
     for row in rows:
         try:
@@ -32,27 +33,21 @@ def _publish(app: Celery, rows: list[OutboxMessage]) -> list[str]:
             log.warning("broker unavailable (%s): %d job(s) stay in the outbox", exc, len(rows) - len(sent))
             break
         sent.append(row.task_id)
+    outbox.mark_published(timber.db, sent, keep=not broker_keeps_unacked(str(app.conf.broker_url)))
     return sent
-
-
-def _keeps_rows(app: Celery) -> bool:
-    return not broker_keeps_unacked(str(app.conf.broker_url))
 
 
 def publish_rows(app: Celery, timber: Timber, task_ids: list[str]) -> int:
     with timber.db.session_scope() as session:
         rows = list(session.scalars(select(OutboxMessage).where(OutboxMessage.task_id.in_(task_ids))))
-    sent = _publish(app, rows)
-    outbox.mark_published(timber.db, sent, keep=_keeps_rows(app))
-    return len(sent)
+    return len(_publish(app, timber, rows))
 
 
 def relay(app: Celery, timber: Timber, *, limit: int = 500) -> dict[str, Any]:
-    """Publish pending rows nobody published, and re-publish embedded-broker jobs that never finished."""
+    """Publish pending rows nobody published, and re-publish tracked jobs that never finished."""
     rows = outbox.due(timber.db, pending_after=PENDING_GRACE,
                       published_after=timedelta(seconds=timber.settings.republish_after), limit=limit)
-    sent = _publish(app, rows)
-    outbox.mark_published(timber.db, sent, keep=_keeps_rows(app))
+    sent = _publish(app, timber, rows)
     if sent:
         log.info("outbox relay published %d job(s)", len(sent))
     return {"due": len(rows), "published": len(sent)}
