@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint services bench clean
+.PHONY: install run test lint services bench stress clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ test: install services lint
 
 bench: install services
 	$(BIN)/python -m bench
+
+# The long load run of the embedded broker (the suite runs a short one): 6 producers x 300 jobs.
+stress: install
+	TIMBER_STRESS_PRODUCERS=6 TIMBER_STRESS_JOBS=300 $(BIN)/pytest tests/test_embedded_broker.py -k producers --timeout 1800
 
 clean:
 	rm -rf var migrations/versions/__pycache__ .pytest_cache .mypy_cache .ruff_cache

@@ -15,18 +15,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import redis
 from celery.result import ResultSet
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import insert
 
-from bench.common import report
+from bench.common import report, scratch_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
-ADMIN_URL = os.environ.get("BENCH_POSTGRES_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
 SINGLE_JOBS = int(os.environ.get("BENCH_SINGLE_JOBS", "2000"))
 BATCH_JOBS, BATCH_ROWS = 20, 1000
@@ -57,11 +55,11 @@ def drain(results: list[Any], started: float) -> float:
 
 
 def main() -> None:
-    db_name = f"timber_bench_{uuid.uuid4().hex[:8]}"
-    admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{db_name}"'))
-    database_url = ADMIN_URL.rsplit("/", 1)[0] + f"/{db_name}"
+    with scratch_postgres() as database_url:
+        _run(database_url)
+
+
+def _run(database_url: str) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="timber-bench-"))
     from cryptography.fernet import Fernet
 
@@ -133,9 +131,6 @@ def main() -> None:
         if worker is not None:
             os.killpg(worker.pid, signal.SIGTERM)
             worker.wait(60)
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 if __name__ == "__main__":

@@ -18,9 +18,13 @@ from timber_tasks.models import types, validators
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-# The feature tests (cache L2) own Redis database 2 only: the Celery tests use 0 and 1.
-FEATURES_REDIS_URL = os.environ.get("TEST_FEATURES_REDIS_URL", "redis://127.0.0.1:6379/2")
+# Three Redis databases from TEST_REDIS_DB_BASE (default 0): base for general use, base + 1 for
+# the Celery platforms, base + 2 for the feature tests (cache L2). Two suites on one machine
+# (parallel branches) stay apart by choosing different bases; CI runs one suite on 0.
+REDIS_DB_BASE = int(os.environ.get("TEST_REDIS_DB_BASE", "0"))
+REDIS_URL = f"redis://127.0.0.1:6379/{REDIS_DB_BASE}"
+FEATURES_REDIS_DB = REDIS_DB_BASE + 2
+FEATURES_REDIS_URL = f"redis://127.0.0.1:6379/{FEATURES_REDIS_DB}"
 # One Fernet key for the whole test run: the shipped models encrypt a field, so every
 # initialize_timber() needs a key. Tests of key handling set their own.
 TEST_ENCRYPTION_KEY = Fernet.generate_key().decode()
@@ -81,12 +85,12 @@ def postgres_url(postgres_server_url: str) -> str:
 
 @pytest.fixture
 def redis_url() -> Iterator[str]:
-    """Redis database 2, emptied before and after the test (FLUSHDB on db 2 only, never FLUSHALL)."""
+    """The feature tests' Redis database, emptied before and after the test (FLUSHDB, never FLUSHALL)."""
     require_server(6379, "Redis")
     import redis
 
     client = redis.Redis.from_url(FEATURES_REDIS_URL)
-    assert client.connection_pool.connection_kwargs.get("db") == 2, "feature tests may only use Redis db 2"
+    assert client.connection_pool.connection_kwargs.get("db") == FEATURES_REDIS_DB, "feature tests own one Redis db"
     client.flushdb()
     yield FEATURES_REDIS_URL
     client.flushdb()

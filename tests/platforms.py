@@ -28,10 +28,11 @@ from timber_tasks.celery_app import make_celery
 from timber_tasks.runtime import Timber
 from timber_tasks.settings import Settings
 
-from .conftest import ROOT
+from .conftest import REDIS_DB_BASE, ROOT
 
-TEST_REDIS = "redis://127.0.0.1:6379/1"  # database 1 belongs to these tests; the cache tests use 2
-TEST_RABBIT = "amqp://guest:guest@127.0.0.1:5672//"
+TEST_REDIS = f"redis://127.0.0.1:6379/{REDIS_DB_BASE + 1}"  # this database belongs to the Celery platforms
+# A RabbitMQ virtual host of its own keeps a parallel suite's queues apart (default: "/").
+TEST_RABBIT = os.environ.get("TEST_RABBIT_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 
 def free_port() -> int:

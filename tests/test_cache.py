@@ -173,11 +173,12 @@ def test_an_l2_fill_that_raced_a_commit_is_never_served(postgres_url: str, redis
     _seed(timber, "1")
     Item = timber.get_model("Item")
     mc = timber.cache._models[Item]
-    _, versions = timber.cache._l2_get(mc, "items:1")  # a reader looks up the version, then reads the row
+    # a reader looks up the version, then reads the row
+    _, versions = timber.cache._l2_get(timber.cache.shared(), mc, "items:1")
     stale = {"id": "1", "name": "item 1", "secret": "s3cret-1"}
     with timber.db.session_scope() as s:  # meanwhile a writer commits
         s.get(Item, "1").name = "fresh"
-    timber.cache._l2_put(mc, "items:1", stale, versions)  # the slow reader stores what it read
+    timber.cache._l2_put(timber.cache.shared(), mc, "items:1", stale, versions)  # the slow reader stores what it read
     timber.cache.clear_l1()
     assert get_cached(timber, Item, "1")["name"] == "fresh"
 

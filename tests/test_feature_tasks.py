@@ -10,7 +10,8 @@ from pathlib import Path
 from sqlalchemy import text
 
 from timber_tasks import runtime
-from timber_tasks.features.encryption import generate_key
+from timber_tasks.features.encryption import KeyRing, generate_key
+from timber_tasks.jobs import sealing
 
 from .conftest import ROOT
 from .platforms import Platform
@@ -26,6 +27,8 @@ def test_the_rotation_job_re_encrypts_so_the_old_key_can_be_dropped(platform: Pl
         "proprietary_analysis": {"fair_value": 210}}).get(timeout=30)
 
     new_key = generate_key()
+    # The rotation procedure: the new key first on every process, this client too (it opens the results).
+    sealing.use_keyring(KeyRing([new_key, old_key]))
     rotating = platform.start_worker(queues="maintenance", extra_env={"TIMBER_ENCRYPTION_KEYS": f"{new_key},{old_key}"})
     report = platform.task("timber.maintenance.rotate_encryption_keys").delay(batch_size=1).get(timeout=60)
     assert report["values_rotated"] >= 1 and report["models"] >= 1
@@ -60,7 +63,9 @@ def test_the_readme_run_command_runs_jobs_and_stops_cleanly(tmp_path: Path) -> N
         assert "DEVELOPMENT key" in result.stderr
         assert "demo-user" in result.stdout and "OhlcvPrice.upsert" in result.stdout
         assert "not-an-email" in result.stdout and "failed" in result.stdout
-        assert "'User': 1" in result.stdout and "'OhlcvPrice': 5" in result.stdout, (run, result.stdout)
+        # 5 bars from the persistence job, 118 SAMPLE bars (4 files x 30 days, 2 rows refused) from market data
+        assert "'User': 1" in result.stdout and "'OhlcvPrice': 123" in result.stdout, (run, result.stdout)
+        assert "SAMPLE DATA" in result.stdout and "SMPL-BAD" in result.stdout and "partial" in result.stdout
         assert "worker and beat stopped" in result.stdout
     # Beat's command line names its schedule file in the data dir: no process of this demo is left.
     survivors = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)

@@ -86,7 +86,7 @@ def test_a_wrong_worker_pool_file_is_refused_naming_it(tmp_path: Path, body: str
 def test_the_start_up_check_refuses_pickle(app) -> None:  # type: ignore[no-untyped-def]
     check_app_config(app)
     app.conf.accept_content = ["json", "pickle"]
-    with pytest.raises(ConfigError, match="accept_content.*only \\['json'\\] is safe"):
+    with pytest.raises(ConfigError, match="accept_content.*only \\['timber-json'\\] \\(sealed JSON\\) is safe"):
         check_app_config(app)
 
 

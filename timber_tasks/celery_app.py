@@ -12,41 +12,28 @@ from celery import Celery, signals
 from kombu import Queue
 
 from timber_tasks import runtime
-from timber_tasks.brokers import broker_keeps_unacked, is_redis, settings_of
+from timber_tasks.brokers import broker_keeps_unacked, is_embedded, is_redis, settings_of
 from timber_tasks.errors import ConfigError
+from timber_tasks.jobs.sealing import SERIALIZER, register_serializer
+from timber_tasks.queues import QUEUES, ROUTES
 from timber_tasks.settings import Settings
 
 __all__ = ["QUEUES", "app", "broker_keeps_unacked", "check_app_config", "make_celery", "settings_of"]
 
-QUEUES = ("persistence", "embeddings", "market_data", "gdpr", "maintenance")
-
-# Task names carry their family; an app never names a queue.
-ROUTES = {
-    "timber.persistence.*": {"queue": "persistence"},
-    "timber.embeddings.*": {"queue": "embeddings"},
-    "timber.market_data.*": {"queue": "market_data"},
-    "timber.gdpr.*": {"queue": "gdpr"},
-    "timber.maintenance.*": {"queue": "maintenance"},
-    "timber.cache.*": {"queue": "maintenance"},
-}
-
-TASK_MODULES = ["timber_tasks.tasks.persistence", "timber_tasks.tasks.maintenance"]
+TASK_MODULES = ["timber_tasks.tasks.persistence", "timber_tasks.tasks.maintenance", "timber_tasks.tasks.market_data"]
 
 
 def embedded_transport_options(settings: Settings) -> dict[str, Any]:
-    """Filesystem transport folders under the data dir: queue files, and the fanout exchange table."""
-    root = (settings.data_dir / "broker").resolve()
-    queue, control = root / "queue", root / "control"
-    for folder in (queue, control):
-        folder.mkdir(parents=True, exist_ok=True)
-    return {"data_folder_in": str(queue), "data_folder_out": str(queue), "control_folder": str(control),
-            "store_processed": False, "polling_interval": settings.broker_polling_interval}
+    """The embedded broker's folder under the data dir (see timber_tasks/brokers/maildir.py)."""
+    return {"data_folder": str((settings.data_dir / "broker").resolve()),
+            "polling_interval": settings.broker_polling_interval}
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or Settings.load()
+    register_serializer()
     broker = settings.resolved_broker_url
-    if broker == "filesystem://":
+    if is_embedded(broker):
         transport_options = embedded_transport_options(settings)
     else:
         transport_options = {"visibility_timeout": settings.visibility_timeout}
@@ -60,10 +47,10 @@ def make_celery(settings: Settings | None = None) -> Celery:
     app = Celery("timber_tasks", broker=broker, backend=settings.resolved_result_backend_url,
                  include=TASK_MODULES)
     app.conf.update(
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        result_accept_content=["json"],
+        task_serializer=SERIALIZER,  # JSON sealed with the key ring: no plaintext on broker or backend
+        result_serializer=SERIALIZER,
+        accept_content=[SERIALIZER],
+        result_accept_content=[SERIALIZER],
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
@@ -102,11 +89,12 @@ def check_app_config(app: Celery, pool_time_limits: list[int] | None = None) -> 
     """Refuse settings that lose or corrupt jobs; every message says what to change."""
     conf = app.conf
     for key in ("accept_content", "result_accept_content"):
-        if list(conf[key] or []) != ["json"]:
-            raise ConfigError(f"Celery {key} is {conf[key]!r}: only ['json'] is safe (pickle runs code on load)")
+        if list(conf[key] or []) != [SERIALIZER]:
+            raise ConfigError(f"Celery {key} is {conf[key]!r}: only [{SERIALIZER!r}] (sealed JSON) is safe "
+                              "(pickle runs code on load; plain JSON shows encrypted fields)")
     for key in ("task_serializer", "result_serializer"):
-        if conf[key] != "json":
-            raise ConfigError(f"Celery {key} is {conf[key]!r}: jobs must be JSON")
+        if conf[key] != SERIALIZER:
+            raise ConfigError(f"Celery {key} is {conf[key]!r}: jobs must be {SERIALIZER!r} (sealed JSON)")
     if not (conf.task_acks_late and conf.task_reject_on_worker_lost):
         raise ConfigError("task_acks_late and task_reject_on_worker_lost must both be on, or a crash loses jobs")
     if is_redis(str(conf.broker_url)):

@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
 from timber_tasks.errors import ConfigError
+from timber_tasks.queues import QUEUES
 
 
 class PoolConfig(BaseModel):
@@ -26,8 +27,6 @@ class PoolConfig(BaseModel):
 
     @model_validator(mode="after")
     def _limits(self) -> PoolConfig:
-        from timber_tasks.celery_app import QUEUES
-
         unknown = [q for q in self.queues if q not in QUEUES]
         if unknown:
             raise ValueError(f"unknown queue(s) {unknown}; queues are {', '.join(QUEUES)}")

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from timber_tasks.db import DatabaseManager
 from timber_tasks.errors import ConfigError
-from timber_tasks.features import isolation
+from timber_tasks.features import isolation, writes
 from timber_tasks.features.cache import CacheManager
 from timber_tasks.features.encryption import KeyRing
-from timber_tasks.jobs.tables import system_metadata
+from timber_tasks.jobs import sealing
+from timber_tasks.jobs.tables import OutboxMessage, system_metadata
 from timber_tasks.models.registry import ModelRegistry
 from timber_tasks.settings import Settings
 
@@ -104,10 +105,13 @@ def initialize_timber(
             "`timber-tasks keys generate` makes one)"
         )
     timber = Timber(settings=resolved, registry=registry, db=db, keyring=keyring)
+    sealing.use_keyring(keyring)
     timber.cache = CacheManager.for_timber(timber)
+    writes.attach(timber)
     if create_tables:
         timber.create_tables()
-        isolation.install(timber)
+        # Apps enqueue jobs in their own transactions: the outbox is theirs too.
+        isolation.install(timber, shared_tables=(OutboxMessage.__tablename__,))
     if app_role:
         isolation.activate(timber)
     with _lock:

@@ -43,6 +43,18 @@ ENV_NAMES: dict[str, str] = {
 }
 
 
+EMBEDDED_BROKER_URL = "maildir://"  # timber_tasks.brokers.maildir: folders under the data dir
+
+# The PostgreSQL driver we ship: SQLAlchemy would pick psycopg (3) for a bare postgresql://.
+POSTGRES_SCHEMES = {"postgresql": "postgresql+psycopg2", "postgres": "postgresql+psycopg2"}
+
+
+def with_shipped_driver(url: str) -> str:
+    """`postgresql://` and `postgres://` URLs spelled with the psycopg2 driver; others unchanged."""
+    scheme, sep, rest = url.partition("://")
+    return f"{POSTGRES_SCHEMES[scheme]}{sep}{rest}" if sep and scheme in POSTGRES_SCHEMES else url
+
+
 def mask_url(url: str | None) -> str | None:
     """Return the URL with any password replaced, for logs and reprs."""
     if not url:
@@ -77,7 +89,7 @@ class Settings(BaseModel):
     redelivery_sweep: PositiveInt = 10  # seconds between Redis scans for jobs a dead worker left unacked
     # Embedded brokers: a published job not finished after this many seconds is published again.
     outbox_republish_after: PositiveFloat | None = None
-    broker_polling_interval: PositiveFloat = 0.02
+    broker_polling_interval: PositiveFloat = 0.02  # seconds an idle embedded consumer waits between polls
     task_max_retries: NonNegativeInt = 5  # for transient faults only; bad input never retries
     retry_backoff: PositiveFloat = 1.0  # seconds before the first retry; doubles, capped at 60, jittered
 
@@ -87,6 +99,11 @@ class Settings(BaseModel):
         if isinstance(value, str | Path):
             return tuple(Path(p) for p in str(value).split(os.pathsep) if p)
         return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _shipped_driver(cls, value: str | None) -> str | None:
+        return with_shipped_driver(value) if value else value
 
     @field_validator("encryption_keys", mode="before")
     @classmethod
@@ -114,8 +131,8 @@ class Settings(BaseModel):
 
     @property
     def resolved_broker_url(self) -> str:
-        """The broker URL, or the embedded filesystem transport (no server, supports fanout)."""
-        return self.broker_url or "filesystem://"
+        """The broker URL, or the embedded folder broker (no server, supports fanout)."""
+        return self.broker_url or EMBEDDED_BROKER_URL
 
     @property
     def resolved_result_backend_url(self) -> str:

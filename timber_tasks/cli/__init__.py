@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
-from timber_tasks.cli import db, demo, jobs, keys, models, workers
+from timber_tasks.cli import db, demo, failures, jobs, keys, market, models, workers
 
 app = typer.Typer(no_args_is_help=True, help="Timber models and jobs on Celery workers.")
 app.add_typer(models.app, name="models")
@@ -12,11 +14,19 @@ app.add_typer(db.app, name="db")
 app.add_typer(jobs.dlq, name="dlq")
 app.add_typer(jobs.outbox_app, name="outbox")
 app.add_typer(keys.app, name="keys")
+app.add_typer(market.app, name="market")
 app.command("demo")(demo.demo)
 app.command("worker")(workers.worker)
 app.command("beat")(workers.beat)
 app.command("flower")(workers.flower)
 
 
+@app.callback()
+def options(debug: bool = typer.Option(False, "--debug", help=f"Show tracebacks (or set {failures.DEBUG_ENV}=1).")
+            ) -> None:
+    if debug:
+        os.environ[failures.DEBUG_ENV] = "1"
+
+
 def main() -> None:
-    app()
+    failures.run_reporting_failures(app)

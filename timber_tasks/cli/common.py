@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,6 +13,7 @@ from rich.console import Console
 
 from timber_tasks.errors import ModelConfigErrors, TimberError
 
+DEBUG_ENV = "TIMBER_DEBUG"
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # errors stay on one line: copyable, greppable
 
@@ -25,16 +27,25 @@ ConfigDirs = Annotated[
 AppName = Annotated[str | None, typer.Option("--app", envvar="TIMBER_APP_NAME", help="App name.")]
 
 
+def debugging() -> bool:
+    """Tracebacks asked for: `timber-tasks --debug ...` or TIMBER_DEBUG=1."""
+    return os.environ.get(DEBUG_ENV, "").lower() not in ("", "0", "false", "no")
+
+
 @contextmanager
 def reported_errors() -> Iterator[None]:
-    """Turn our errors into a readable message and exit code 1, not a traceback."""
+    """Turn our errors into a readable message and exit code 1, not a traceback (unless debugging)."""
     try:
         yield
     except ModelConfigErrors as exc:
+        if debugging():
+            raise
         err_console.print(f"[red]{len(exc.errors)} error(s) in model configuration:[/red]")
         for e in exc.errors:
             err_console.print(f"  - {e}", markup=False, highlight=False)
         raise typer.Exit(1) from exc
     except TimberError as exc:
+        if debugging():
+            raise
         err_console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(1) from exc

@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
+from timber_tasks.cli import market
 from timber_tasks.cli.common import AppName, ConfigDirs, DatabaseUrl, console, err_console, reported_errors
+from timber_tasks.cli.watch import WatchedWorker
 from timber_tasks.features.encryption import generate_key
 from timber_tasks.runtime import initialize_timber
 from timber_tasks.settings import Settings
@@ -39,7 +40,12 @@ def development_key(settings: Settings) -> str:
     return path.read_text().strip()
 
 
-def demo(database_url: DatabaseUrl = None, dirs: ConfigDirs = None, app_name: AppName = None) -> None:
+Budget = Annotated[float, typer.Option("--budget", help="Seconds the whole demo may take before it gives up.")]
+EXPECTED_FAILURE = "demo-bad-email"  # the sample job meant to fail (an invalid email), to show a dead letter
+
+
+def demo(database_url: DatabaseUrl = None, dirs: ConfigDirs = None, app_name: AppName = None,
+         budget: Budget = 300) -> None:
     """Start a worker and beat, run sample persistence jobs, show their results, and stop cleanly."""
     with reported_errors():
         settings = Settings.load(app_name=app_name)
@@ -56,11 +62,19 @@ def demo(database_url: DatabaseUrl = None, dirs: ConfigDirs = None, app_name: Ap
         _spawn(["worker", "-Q", ",".join(QUEUES), "-c", "2", "-n", "demo@%h", "-E"], logs / "demo-worker.log"),
         _spawn(["beat", "-s", str(logs / "demo-beat-schedule")], logs / "demo-beat.log"),
     ]
+    worker = WatchedWorker(processes[0], logs / "demo-worker.log", budget)
     try:
-        _wait_for_worker(app, processes[0])
+        worker.wait_until(lambda: app.control.ping(timeout=1.0), "the worker to answer a ping")  # fanout works
         console.print(f"worker and beat running on {app.conf.broker_url} (logs in {logs})")
-        _show(_run_sample_jobs(app))
+        rows = _run_sample_jobs(app, worker)
+        _show(rows)
+        market.demo_step(app, timber, worker.wait_until)
         _show_state(timber)
+        unfinished = [key for key, _, state, _ in rows if key != EXPECTED_FAILURE and "done" not in state]
+        if unfinished:
+            err_console.print(f"[red]error:[/red] job(s) {', '.join(unfinished)} did not finish; "
+                              f"see {worker.log}", highlight=False)
+            raise typer.Exit(1)
     finally:
         for proc in processes:  # SIGTERM: warm shutdown, running jobs finish
             proc.terminate()
@@ -92,26 +106,15 @@ def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
                                 stdout=out, stderr=subprocess.STDOUT)
 
 
-def _wait_for_worker(app: Any, worker: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            err_console.print(f"[red]error:[/red] the worker exited with code {worker.returncode}; see its log")
-            raise typer.Exit(1)
-        if app.control.ping(timeout=1.0):  # a broadcast: the embedded broker's fanout works
-            return
-    err_console.print("[red]error:[/red] the worker did not answer a ping in time; see its log")
-    raise typer.Exit(1)
-
-
-def _run_sample_jobs(app: Any) -> list[tuple[str, str, str, str]]:
+def _run_sample_jobs(app: Any, worker: WatchedWorker) -> list[tuple[str, str, str, str]]:
     persist = app.tasks["timber.persistence.persist"]
     sent = [(key, model, op, persist.delay(model, op, data, idempotency_key=key))
             for key, model, op, data in SAMPLE_JOBS]
     rows = []
     for key, model, op, result in sent:
+        worker.wait_until(result.ready, f"job {key}")
         try:
-            value = result.get(timeout=60)
+            value = result.get(timeout=10)
             rows.append((key, f"{model}.{op}", "[green]done[/green]",
                          f"{value['count']} row(s)" + (f", id {value['record'].get('id')}" if "record" in value
                                                        and "id" in value["record"] else "")))

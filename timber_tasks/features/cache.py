@@ -1,11 +1,12 @@
 """Two-level read cache by primary key, invalidated after commit by whichever session wrote.
 
-Reads go L1 (this process: TTL + LRU) -> L2 (Redis, when REDIS_URL is set) -> database.
+Reads go L1 (this process: TTL + LRU) -> L2 (the shared level of stores/cache/: Redis when
+REDIS_URL is set) -> database.
 
-Invalidation happens on the session, not in the services: listeners on every SQLAlchemy
-Session collect the keys of written rows in `after_flush`, act on them in `after_commit`
-and drop them in `after_rollback`, so plain ORM code and Celery persistence jobs
-invalidate exactly like the services do.
+Invalidation is a hook on the after-write step (features/writes.py), not in the services:
+every write path (ORM, bulk, Core upserts, cascades) reports its keys there and the hook
+drops them after commit, so plain ORM code and Celery persistence jobs invalidate exactly
+like the services do.
 
 Why no process serves a stale row once the commit's invalidation has run:
 - L1 entries are checked on every hit against generation counters in a memory-mapped file
@@ -31,7 +32,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -39,17 +39,15 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.fernet import InvalidToken
-from sqlalchemy import event
-from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.orm import Session
 
 from timber_tasks.features.generations import Generations, database_namespace
+from timber_tasks.features.writes import CommittedWrites, on_commit
 from timber_tasks.models.records import to_jsonable
+from timber_tasks.stores.cache import SharedCache, open_shared_cache
 
 log = logging.getLogger("timber_tasks.cache")
 
 CHANNEL = "timber:cache:invalidate:{namespace}"  # pub/sub spans every Redis database: one channel per DB
-PENDING = "timber_cache_pending"  # session.info key of keys written since the last commit
 
 
 @dataclass
@@ -81,18 +79,11 @@ class ModelCache:
         return self.key_format.format(id=ident, model=self.name, table=self.table)
 
 
-# Model class -> the cache of the Timber that built it; the session listeners look writers up here.
-_by_class: weakref.WeakKeyDictionary[type[Any], CacheManager] = weakref.WeakKeyDictionary()
-# Every model class (cached or not) -> its Timber's cache, for deletes the database cascades.
-_owner: weakref.WeakKeyDictionary[type[Any], CacheManager] = weakref.WeakKeyDictionary()
-_listeners_installed = False
-
-
 class CacheManager:
     """The L1/L2 cache of one Timber; models without a `caching` block pass straight through."""
 
     def __init__(self, models: Sequence[type[Any]], generations: Generations, redis_url: str | None,
-                 keyring: Any, namespace: str, all_models: Sequence[type[Any]] = ()) -> None:
+                 keyring: Any, namespace: str) -> None:
         self.generations = generations
         self.keyring = keyring
         self.namespace = namespace
@@ -110,31 +101,17 @@ class CacheManager:
                 model_slot=Generations.slot(f"{namespace}:model:{spec.name}"))
             self._models[model] = mc
             self._by_name[spec.name] = mc
-            _by_class[model] = self
-        # A delete the database cascades (ON DELETE CASCADE / SET NULL) changes rows no session saw:
-        # deleting a row of table T invalidates every cached model with a foreign key into T.
-        self.dependents: dict[str, list[type[Any]]] = {}
-        for model in self._models:
-            for fk in model.__table__.foreign_keys:
-                if fk.ondelete is not None:
-                    self.dependents.setdefault(fk.column.table.name, []).append(model)
-        for model in all_models:
-            _owner[model] = self
-        self.redis: Any = None
-        self._pubsub: Any = None
+        self.shared_url = redis_url
+        self._shared: SharedCache | None = None  # built on first use in each process
+        self._shared_pid: int | None = None
         self._thread: Any = None
         self._pid = os.getpid()
-        if redis_url:
-            import redis
-
-            self.redis = redis.Redis.from_url(redis_url)
-        _install_listeners()
 
     @classmethod
     def for_timber(cls, timber: Any) -> CacheManager:
         gens = Generations.at(Path(timber.settings.data_dir) / "cache-generations.bin")
         return cls(timber.registry.with_feature("caching"), gens, timber.settings.redis_url, timber.keyring,
-                   database_namespace(timber.db.url), all_models=list(timber.registry))
+                   database_namespace(timber.db.url))
 
     # -- reads --------------------------------------------------------------------------
 
@@ -155,9 +132,10 @@ class CacheManager:
                     return dict(json.loads(entry.payload))
                 del mc.l1[key]
         versions: tuple[Any, Any] = (None, None)
-        if self.redis is not None:
-            self._ensure_listener()
-            record, versions = self._l2_get(mc, key)
+        shared = self.shared()
+        if shared is not None:
+            self._ensure_listener(shared)
+            record, versions = self._l2_get(shared, mc, key)
             if record is not None:
                 mc.hits_l2 += 1
                 self._l1_put(mc, key, record, gen, model_gen)
@@ -166,8 +144,8 @@ class CacheManager:
         record = load()
         if record is not None:
             self._l1_put(mc, key, record, gen, model_gen)
-            if self.redis is not None:
-                self._l2_put(mc, key, record, versions)
+            if shared is not None:
+                self._l2_put(shared, mc, key, record, versions)
         return record
 
     def _l1_put(self, mc: ModelCache, key: str, record: dict[str, Any], gen: int, model_gen: int) -> None:
@@ -186,9 +164,17 @@ class CacheManager:
         return (f"{self.namespace}:data:{mc.name}:{key}", f"{self.namespace}:ver:{mc.name}:{key}",
                 f"{self.namespace}:ver:model:{mc.name}")
 
-    def _l2_get(self, mc: ModelCache, key: str) -> tuple[dict[str, Any] | None, tuple[Any, Any]]:
+    def shared(self) -> SharedCache | None:
+        """The shared level (L2) of this process, opened on first use (and anew after a fork)."""
+        if self.shared_url is None:
+            return None
+        if self._shared is None or self._shared_pid != os.getpid():
+            self._shared, self._shared_pid = open_shared_cache(self.shared_url), os.getpid()
+        return self._shared
+
+    def _l2_get(self, shared: SharedCache, mc: ModelCache, key: str) -> tuple[dict[str, Any] | None, tuple[Any, Any]]:
         data_key, ver_key, model_ver_key = self._rkeys(mc, key)
-        data, ver, model_ver = self.redis.mget(data_key, ver_key, model_ver_key)
+        data, ver, model_ver = shared.read(data_key, ver_key, model_ver_key)
         versions = (_text(ver), _text(model_ver))
         if data is None:
             return None, versions
@@ -204,13 +190,14 @@ class CacheManager:
             return None, versions
         return record, versions
 
-    def _l2_put(self, mc: ModelCache, key: str, record: dict[str, Any], versions: tuple[Any, Any]) -> None:
+    def _l2_put(self, shared: SharedCache, mc: ModelCache, key: str, record: dict[str, Any],
+                versions: tuple[Any, Any]) -> None:
         stored = dict(record)
         for name in mc.encrypted:
             if stored.get(name) is not None:
                 stored[name] = self.keyring.encrypt(json.dumps(stored[name]).encode("utf-8"))
         body = json.dumps({"v": versions[0], "mv": versions[1], "r": stored})
-        self.redis.set(self._rkeys(mc, key)[0], body, ex=mc.ttl)
+        shared.write(self._rkeys(mc, key)[0], body, mc.ttl)
 
     # -- invalidation -------------------------------------------------------------------
 
@@ -221,30 +208,22 @@ class CacheManager:
             return
         keys = {mc.key(pk) for pk in pks}
         self._drop_local(mc, keys, whole_model)
-        if self.redis is not None:
-            pipe = self.redis.pipeline(transaction=False)
-            for k in keys:
-                data_key, ver_key, _ = self._rkeys(mc, k)
-                pipe.incr(ver_key)
-                # The version must outlive any entry filled before it; after that it may go (no leak).
-                pipe.expire(ver_key, 2 * mc.ttl + 60)
-                pipe.delete(data_key)
-            if whole_model:
-                pipe.incr(self._rkeys(mc, "")[2])
+        shared = self.shared()
+        if shared is not None:
             message = {"ns": self.namespace, "model": mc.name, "keys": sorted(keys), "all": whole_model,
                        "gens": self.generations.identity}
-            pipe.publish(CHANNEL.format(namespace=self.namespace), json.dumps(message))
-            pipe.execute()
+            # A version outlives any entry filled before it (2 x ttl); after that it may go (no leak).
+            shared.invalidate([self._rkeys(mc, k)[:2] for k in keys], 2 * mc.ttl + 60,
+                              self._rkeys(mc, "")[2] if whole_model else None,
+                              CHANNEL.format(namespace=self.namespace), json.dumps(message))
 
-    def _ensure_listener(self) -> None:
+    def _ensure_listener(self, shared: SharedCache) -> None:
         """Subscribe (once per process) to invalidations published by other hosts."""
         if self._thread is not None and self._pid == os.getpid():
             return
         self._pid = os.getpid()
-        self._pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
-        self._pubsub.subscribe(**{CHANNEL.format(namespace=self.namespace): self._on_message})
-        self._thread = self._pubsub.run_in_thread(sleep_time=0.25, daemon=True,
-                                                  exception_handler=self._on_listener_error)
+        self._thread = shared.subscribe(CHANNEL.format(namespace=self.namespace), self._on_message,
+                                        self._on_listener_error)
 
     def _drop_local(self, mc: ModelCache, keys: Iterable[str], whole_model: bool, bump: bool = True) -> None:
         """Bump the host's generation slots (every process here stops serving), then drop our own entries."""
@@ -294,10 +273,9 @@ class CacheManager:
         if self._thread is not None and self._pid == os.getpid():
             self._thread.stop()
             self._thread.join(timeout=2)
-            self._pubsub.close()
         self._thread = None
-        if self.redis is not None:
-            self.redis.close()
+        if self._shared is not None and self._shared_pid == os.getpid():
+            self._shared.close()
 
 
 def _text(value: Any) -> str | None:
@@ -335,77 +313,17 @@ def warm_cache(timber: Any, model_name: str, keys: Sequence[Any] | None = None) 
     return found
 
 
-# -- session listeners: every session, every write path ----------------------------------
+# -- after commit: every write path reaches the cache through the after-write step ------------
 
 
-def _install_listeners() -> None:
-    global _listeners_installed
-    if _listeners_installed:
+def invalidate_committed(committed: CommittedWrites) -> None:
+    """The cache's after-write hook: drop what the transaction wrote, in every process."""
+    cache: CacheManager | None = getattr(committed.timber, "cache", None)
+    if cache is None:
         return
-    event.listen(Session, "after_flush", _collect)
-    event.listen(Session, "after_commit", _apply)
-    event.listen(Session, "after_rollback", _drop)
-    event.listen(Session, "do_orm_execute", _collect_bulk)
-    _listeners_installed = True
+    for writes in committed.by_model.values():
+        if cache.is_cached(writes.model):
+            cache.invalidate(writes.model, writes.written | writes.deleted, whole_model=writes.whole_model)
 
 
-def _manager_for(cls: type[Any]) -> CacheManager | None:
-    for klass in cls.__mro__:  # an inheriting model invalidates through its cached parent too
-        manager = _by_class.get(klass)
-        if manager is not None:
-            return manager
-    return None
-
-
-def _collect(session: Session, flush_context: Any) -> None:
-    pending: list[tuple[CacheManager, type[Any], Any, bool]] = session.info.setdefault(PENDING, [])
-    for obj in session.deleted:
-        owner = _owner.get(type(obj))
-        if owner is not None:
-            for dependent in owner.dependents.get(obj.__table__.name, ()):
-                pending.append((owner, dependent, None, True))
-    for obj in (*session.new, *session.dirty, *session.deleted):
-        cls = type(obj)
-        manager = _manager_for(cls)
-        if manager is None:
-            continue
-        state = sa_inspect(obj)
-        mapper = state.mapper
-        for ident in {tuple(mapper.primary_key_from_instance(obj)), tuple(state.identity or ())}:
-            if ident and None not in ident:
-                pk = ident[0] if len(ident) == 1 else ident
-                for klass in cls.__mro__:
-                    if _by_class.get(klass) is manager:
-                        pending.append((manager, klass, pk, False))
-
-
-def _collect_bulk(state: Any) -> None:
-    """An ORM-enabled UPDATE/DELETE statement: its rows are unknown, so the whole model goes."""
-    if not (state.is_update or state.is_delete):
-        return
-    for mapper in state.all_mappers:
-        manager = _manager_for(mapper.class_)
-        if manager is not None:
-            state.session.info.setdefault(PENDING, []).append((manager, mapper.class_, None, True))
-
-
-def _apply(session: Session) -> None:
-    pending = session.info.pop(PENDING, None)
-    if not pending:
-        return
-    grouped: dict[tuple[int, type[Any]], tuple[CacheManager, set[Any], bool]] = {}
-    for manager, cls, pk, whole in pending:
-        entry = grouped.setdefault((id(manager), cls), (manager, set(), False))
-        if pk is not None:
-            entry[1].add(pk)
-        if whole:
-            grouped[(id(manager), cls)] = (manager, entry[1], True)
-    for (_, cls), (manager, pks, whole) in grouped.items():
-        try:
-            manager.invalidate(cls, pks, whole_model=whole)
-        except Exception:  # the commit stands; say loudly that the cache may be stale until its TTL
-            log.exception("cache invalidation of %s %s failed after commit", cls.__name__, sorted(map(str, pks)))
-
-
-def _drop(session: Session) -> None:
-    session.info.pop(PENDING, None)
+on_commit(invalidate_committed, name="cache")

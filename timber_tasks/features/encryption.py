@@ -29,6 +29,8 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.types import JSON, TypeDecorator
 
 from timber_tasks.errors import ConfigError, DecryptionError
+from timber_tasks.features.writes import before_write
+from timber_tasks.models.factory import register_feature
 
 log = logging.getLogger("timber_tasks.encryption")
 
@@ -182,7 +184,8 @@ def install_encryption_hooks(cls: type[Any], model: str, fields: Sequence[str],
                 raise ConfigError(f"model {model} encrypts {_field!r} but no encryption key is configured")
             setattr(target, _field + HASH_SUFFIX, None if value is None else keyring.search_hash(value))
 
-        event.listen(getattr(cls, field), "set", on_set)
+        # propagate: a child model's rows keep their inherited hash current too
+        event.listen(getattr(cls, field), "set", on_set, propagate=True)
 
     def check_loaded(target: Any, *_: Any) -> None:
         state = target.__dict__
@@ -192,8 +195,58 @@ def install_encryption_hooks(cls: type[Any], model: str, fields: Sequence[str],
                 row_id = ident[0] if ident and len(ident) == 1 else ident
                 raise DecryptionError(model, field, row_id)
 
-    event.listen(cls, "load", check_loaded)
-    event.listen(cls, "refresh", check_loaded)
+    event.listen(cls, "load", check_loaded, propagate=True)
+    event.listen(cls, "refresh", check_loaded, propagate=True)
+
+
+def searchable_fields(model: type[Any]) -> list[str]:
+    """The searchable encrypted fields of a model, its parents' included."""
+    fields: list[str] = []
+    for klass in model.__mro__:
+        resolved = klass.__dict__.get("timber_spec")
+        enc = resolved.spec.encryption if resolved is not None else None
+        if enc is not None and enc.enabled:
+            fields.extend(f for f in enc.searchable if f not in fields)
+    return fields
+
+
+def hash_rows(model: type[Any], rows: list[dict[str, Any]]) -> None:
+    """Before a bulk or Core write: set `<field>_hash` beside every searchable field a row writes."""
+    fields = searchable_fields(model)
+    if not fields:
+        return
+    columns = sa_inspect(model).columns
+    for field in fields:
+        keyring: KeyRing | None = getattr(columns[field].type, "keyring", None)
+        for row in rows:
+            if field not in row:
+                continue
+            if keyring is None:
+                raise ConfigError(f"model {model.__name__} encrypts {field!r} but no encryption key is configured")
+            value = row[field]
+            row[field + HASH_SUFFIX] = None if value is None else keyring.search_hash(value)
+
+
+before_write(hash_rows, name="searchable-hashes")
+
+
+class EncryptionPlugin:
+    """The `encryption` block's part in building models (registered with the model factory)."""
+
+    def column(self, m: Any, name: str, attrs: dict[str, Any], keyring: KeyRing | None) -> None:
+        enc = m.spec.encryption
+        if name in enc.fields:
+            # Same column, its type swapped for the cipher: no path can write plaintext.
+            attrs[name].type = encrypted_column_type(m.name, name, attrs[name].type, keyring)
+        if name in enc.searchable:
+            attrs[name + HASH_SUFFIX] = hash_column(name)
+
+    def install(self, cls: type[Any], m: Any, keyring: KeyRing | None) -> None:
+        enc = m.spec.encryption
+        install_encryption_hooks(cls, m.name, enc.fields, enc.searchable, keyring)
+
+
+register_feature("encryption", EncryptionPlugin())
 
 
 def lookup_clause(model: type[Any], field: str, value: Any) -> Any:

@@ -22,7 +22,6 @@ from typing import Any
 from sqlalchemy import text
 
 from timber_tasks.errors import AccessDeniedError, ConfigError, ValidationError
-from timber_tasks.jobs.tables import OutboxMessage
 from timber_tasks.models.spec import IDENTIFIER
 
 log = logging.getLogger("timber_tasks.isolation")
@@ -86,8 +85,11 @@ def check_scope(app: str, model: type[Any], value: Any, ids: Any = None) -> None
                           f"allowed: {', '.join(allowed) or 'none'}", ids=ids)
 
 
-def install(timber: Any) -> None:
-    """PostgreSQL only: roles, grants and row-level security policies per app (idempotent)."""
+def install(timber: Any, shared_tables: tuple[str, ...] = ()) -> None:
+    """PostgreSQL only: roles, grants and row-level security policies per app (idempotent).
+
+    shared_tables: platform tables every app writes too (the outbox), named by the caller.
+    """
     if timber.db.dialect != "postgresql":
         return
     apps = known_apps(timber.registry)
@@ -110,7 +112,8 @@ def install(timber: Any) -> None:
         roles = ", ".join(f'"{role_name(a)}"' for a in apps)
         # Apps enqueue jobs in their own transactions (the outbox); job records and dead
         # letters are the platform workers' alone.
-        conn.execute(text(f'GRANT SELECT, INSERT, UPDATE, DELETE ON "{OutboxMessage.__tablename__}" TO {roles}'))
+        for table in shared_tables:
+            conn.execute(text(f'GRANT SELECT, INSERT, UPDATE, DELETE ON "{table}" TO {roles}'))
         conn.execute(text(f"GRANT USAGE ON SCHEMA public TO {roles}"))
         conn.execute(text(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {roles}"))
 

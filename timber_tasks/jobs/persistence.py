@@ -17,11 +17,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from timber_tasks.errors import TimberError, ValidationError
+from timber_tasks.features.writes import prepare_rows
 from timber_tasks.jobs import outbox
 from timber_tasks.jobs.tables import JobRecord
 from timber_tasks.models.defaults import utcnow
 from timber_tasks.models.records import jsonable_value, to_jsonable, validate_record
-from timber_tasks.runtime import Timber
 
 OPERATIONS = ("create", "update", "upsert", "delete")
 
@@ -36,7 +36,7 @@ class RecordNotFoundError(TimberError, LookupError):
 
 
 def persist(
-    timber: Timber,
+    timber: Any,  # a runtime.Timber (jobs sit below the runtime that builds them)
     model_name: str,
     operation: str,
     data: Mapping[str, Any] | Sequence[Mapping[str, Any]],
@@ -74,7 +74,7 @@ def persist(
     return result
 
 
-def recorded_result(timber: Timber, idempotency_key: str) -> dict[str, Any] | None:
+def recorded_result(timber: Any, idempotency_key: str) -> dict[str, Any] | None:
     with timber.db.session_scope() as session:
         record = session.get(JobRecord, idempotency_key)
         return dict(record.result) if record is not None else None
@@ -100,7 +100,7 @@ def _create(session: Session, model: type[Any], rows: list[dict[str, Any]], batc
         obj = model(**rows[0])
         session.add(obj)
         session.flush()
-        return {"count": 1, "record": to_jsonable(obj)}
+        return {"count": 1, "record": _public(obj)}
     session.execute(insert(model), rows)  # ORM bulk insert: one executemany
     return {"count": len(rows)}
 
@@ -115,7 +115,7 @@ def _update(session: Session, model: type[Any], rows: list[dict[str, Any]], batc
         for field, value in rows[0].items():
             setattr(obj, field, value)
         session.flush()
-        return {"count": 1, "record": to_jsonable(obj)}
+        return {"count": 1, "record": _public(obj)}
     for group in _by_fields(rows).values():
         session.execute(update(model), group)  # ORM bulk update by primary key
     return {"count": len(rows)}
@@ -132,6 +132,7 @@ def _upsert(session: Session, model: type[Any], rows: list[dict[str, Any]], batc
     for group in _by_fields(rows).values():
         for row in group:
             row.update({name: fn(None) for name, fn in stamped.items() if name not in row})
+        prepare_rows(model, group)  # before the SET list is built: it must carry the new hashes too
         stmt = dialect_insert(table)
         fields = [f for f in group[0] if f not in keys]
         stmt = (stmt.on_conflict_do_update(index_elements=keys, set_={f: stmt.excluded[f] for f in fields})
@@ -142,7 +143,7 @@ def _upsert(session: Session, model: type[Any], rows: list[dict[str, Any]], batc
     key = {k: rows[0][k] for k in keys}
     session.expire_all()
     obj = session.get(model, tuple(key.values()) if len(keys) > 1 else key[keys[0]])
-    return {"count": 1, "record": to_jsonable(obj)}
+    return {"count": 1, "record": _public(obj)}
 
 
 def _delete(session: Session, model: type[Any], rows: list[dict[str, Any]], batch: bool) -> dict[str, Any]:
@@ -162,6 +163,18 @@ def _delete(session: Session, model: type[Any], rows: list[dict[str, Any]], batc
     if not batch:
         result["key"] = {k: jsonable_value(v) for k, v in rows[0].items()}
     return result
+
+
+def _public(obj: Any) -> dict[str, Any]:
+    """A written row for the job's result: results and job records never hold encrypted fields."""
+    record = to_jsonable(obj)
+    for klass in type(obj).__mro__:
+        resolved = klass.__dict__.get("timber_spec")
+        enc = resolved.spec.encryption if resolved is not None else None
+        if enc is not None and enc.enabled:
+            for field in enc.fields:
+                record.pop(field, None)
+    return record
 
 
 def _by_fields(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, Any]]]:

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from timber_tasks.jobs.sealing import SealedJSON
 from timber_tasks.models.defaults import utcnow
 
 
@@ -37,8 +38,8 @@ class OutboxMessage(SystemBase):
 
     task_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     task_name: Mapped[str] = mapped_column(String(200))
-    args: Mapped[Any] = mapped_column(JSON)
-    kwargs: Mapped[Any] = mapped_column(JSON)
+    args: Mapped[Any] = mapped_column(SealedJSON)  # may carry values of encrypted fields
+    kwargs: Mapped[Any] = mapped_column(SealedJSON)
     options: Mapped[Any] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(12), default="pending")
     publish_count: Mapped[int] = mapped_column(Integer, default=0)
@@ -55,8 +56,8 @@ class DeadLetter(SystemBase):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     task_id: Mapped[str] = mapped_column(String(64), index=True)
     task_name: Mapped[str] = mapped_column(String(200))
-    args: Mapped[Any] = mapped_column(JSON)
-    kwargs: Mapped[Any] = mapped_column(JSON)
+    args: Mapped[Any] = mapped_column(SealedJSON)  # may carry values of encrypted fields
+    kwargs: Mapped[Any] = mapped_column(SealedJSON)
     error_type: Mapped[str] = mapped_column(String(200))
     error: Mapped[str] = mapped_column(Text)
     traceback: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -36,11 +36,14 @@ def target_metadata(timber: Timber) -> MetaData:
 
 
 def render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
-    """Encrypted columns hold Fernet tokens in TEXT: revisions need no import of our type."""
+    """Encrypted columns hold Fernet tokens in TEXT, sealed job arguments JSON: revisions import no type of ours."""
     from timber_tasks.features.encryption import EncryptedType
+    from timber_tasks.jobs.sealing import SealedJSON
 
     if type_ == "type" and isinstance(obj, EncryptedType):
         return "sa.Text()"
+    if type_ == "type" and isinstance(obj, SealedJSON):
+        return "sa.JSON()"
     return False
 
 

@@ -5,18 +5,12 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import BigInteger, CheckConstraint, Column, Computed, ForeignKey, Index, Integer, event, text
 from sqlalchemy.orm import DeclarativeBase, relationship
 
-from timber_tasks.errors import ValidationError
-from timber_tasks.features.encryption import (
-    KeyRing,
-    encrypted_column_type,
-    hash_column,
-    install_encryption_hooks,
-)
+from timber_tasks.errors import ConfigError, ValidationError
 from timber_tasks.models import validators
 from timber_tasks.models.defaults import DEFAULT_FUNCTIONS
 from timber_tasks.models.loader import ResolvedModel
@@ -29,6 +23,38 @@ INVERSE = {
     "one-to-one": "one-to-one",
     "many-to-many": "many-to-many",
 }
+
+
+class FeaturePlugin(Protocol):
+    """A feature block's hand in building models (features/ register one; models/ never import them)."""
+
+    def column(self, m: ResolvedModel, name: str, attrs: dict[str, Any], keyring: Any) -> None:
+        """Adjust the column `attrs[name]` of a model using the feature (swap its type, add columns)."""
+
+    def install(self, cls: type[Any], m: ResolvedModel, keyring: Any) -> None:
+        """Hook the built class (attribute and load events)."""
+
+
+# YAML feature block name -> its plug-in, registered by the feature's module on import.
+_plugins: dict[str, FeaturePlugin] = {}
+
+
+def register_feature(block: str, plugin: FeaturePlugin) -> None:
+    """Let the feature behind YAML block `block` take part in building every model that enables it."""
+    _plugins[block] = plugin
+
+
+def _plugins_of(m: ResolvedModel) -> list[FeaturePlugin]:
+    found = []
+    for block in ("encryption",):
+        spec = getattr(m.spec, block)
+        if spec is not None and spec.enabled:
+            if block not in _plugins:
+                # Building the model without it would store plaintext: refuse.
+                raise ConfigError(f"model {m.name} enables {block!r}, but its plug-in is not loaded: "
+                                  "import timber_tasks (or timber_tasks.features) before building models")
+            found.append(_plugins[block])
+    return found
 
 
 def make_base() -> type[DeclarativeBase]:
@@ -44,7 +70,7 @@ class ModelFactory:
     """Turns resolved specs, taken in dependency order, into mapped classes on one base."""
 
     def __init__(self, base: type[DeclarativeBase], dialect: str | None = None,
-                 keyring: KeyRing | None = None) -> None:
+                 keyring: Any = None) -> None:
         self.base = base
         self.dialect = dialect
         self.keyring = keyring  # None: encrypted fields refuse to read or write until keys are set
@@ -59,9 +85,8 @@ class ModelFactory:
             _install_validators(self.classes[m.name], m)
             if m.spec.deprecated:
                 _install_deprecation(self.classes[m.name], m)
-            enc = m.spec.encryption
-            if enc is not None and enc.enabled:
-                install_encryption_hooks(self.classes[m.name], m.name, enc.fields, enc.searchable, self.keyring)
+            for plugin in _plugins_of(m):
+                plugin.install(self.classes[m.name], m, self.keyring)
         return self.classes
 
     def _build_class(self, m: ResolvedModel) -> type[Any]:
@@ -70,14 +95,11 @@ class ModelFactory:
         attrs: dict[str, Any] = {"timber_spec": m, "__doc__": spec.description}
         if m.inheritance == "joined" and not any(c.primary_key for c in m.columns):
             attrs.update(_key_to_parent(parent))
-        enc = spec.encryption if spec.encryption is not None and spec.encryption.enabled else None
+        plugins = _plugins_of(m)
         for col in m.columns:
             attrs[col.name] = self._build_column(col)
-            if enc is not None and col.name in enc.fields:
-                # Same column, its type swapped for the cipher: no path can write plaintext.
-                attrs[col.name].type = encrypted_column_type(m.name, col.name, attrs[col.name].type, self.keyring)
-            if enc is not None and col.name in enc.searchable:
-                attrs[hash_column(col.name).name] = hash_column(col.name)
+            for plugin in plugins:
+                plugin.column(m, col.name, attrs, self.keyring)
         for comp in spec.computed:
             attrs[comp.name] = Column(comp.name, parse_type(comp.type, self.dialect),
                                       Computed(comp.expression, persisted=comp.persisted))
@@ -220,7 +242,8 @@ def _install_validators(cls: type[Any], m: ResolvedModel) -> None:
                 if problem:
                     raise ValidationError(m.name, _field, problem)
 
-        event.listen(getattr(cls, col.name), "set", on_set)
+        # propagate: a child model validates the columns it inherits
+        event.listen(getattr(cls, col.name), "set", on_set, propagate=True)
 
 
 def _install_deprecation(cls: type[Any], m: ResolvedModel) -> None:

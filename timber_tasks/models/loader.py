@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import pydantic
 import yaml
+from sqlalchemy import JSON, String
 
 from timber_tasks.errors import ModelConfigError, ModelConfigErrors
 from timber_tasks.models import sql_expressions, validators
@@ -308,7 +309,7 @@ def _check_model(
                 err(f"index {idx.name or idx.columns!r}: {exc}")
     _check_inheritance(m, by_name, err)
     _check_relationships(m, by_name, tables, err)
-    _check_features(m, columns, err)
+    _check_features(m, columns, err, _column_specs(m, by_name))
 
 
 def _check_column(col: ColumnSpec, m: ResolvedModel, tables: dict[str, ResolvedModel],
@@ -386,7 +387,16 @@ def _check_relationships(m: ResolvedModel, by_name: dict[str, ResolvedModel],
             err(f"back_populates {rel.back_populates!r} is a column of {target.name}", rel.name)
 
 
-def _check_encryption(m: ResolvedModel, columns: set[str], err: Any) -> None:
+def _column_specs(m: ResolvedModel, by_name: dict[str, ResolvedModel]) -> dict[str, tuple[ColumnSpec, ResolvedModel]]:
+    """The model's columns with those it inherits, each with the model that declares it."""
+    chain = [m]
+    while chain[-1].spec.inherits and chain[-1].spec.inherits in by_name and len(chain) <= len(by_name):
+        chain.append(by_name[chain[-1].spec.inherits])
+    return {c.name: (c, model) for model in reversed(chain) for c in model.columns}
+
+
+def _check_encryption(m: ResolvedModel, columns: set[str], err: Any,
+                      specs: dict[str, tuple[ColumnSpec, ResolvedModel]]) -> None:
     enc = m.spec.encryption
     assert enc is not None
     for f in enc.searchable:
@@ -395,19 +405,35 @@ def _check_encryption(m: ResolvedModel, columns: set[str], err: Any) -> None:
         if f + "_hash" in columns:
             err(f"encryption.searchable {f!r} needs a column {f + '_hash'!r} for its lookup hash, "
                 "and the model already has one", f)
-    col_types = {c.name: c.type.split("(")[0] for c in m.columns}
     for f in enc.fields:
-        if f in col_types and col_types[f] not in {"String", "Text", "JSON", "JSONB"}:
-            err(f"encryption supports String, Text and JSON columns, not {col_types[f]}", f)
+        if f not in specs:
+            continue
+        col, owner = specs[f]
+        owner_enc = owner.spec.encryption
+        if owner is not m and not (owner_enc is not None and owner_enc.enabled and f in owner_enc.fields):
+            # The column lives in the parent's mapping: only the parent can make it store ciphertext.
+            err(f"encrypts {f!r}, which it inherits from {owner.name}; list it in {owner.name}'s "
+                "encryption.fields instead", f)
+            continue
+        try:
+            sql_type = parse_type(col.type)
+        except TypeParseError:
+            continue  # reported with the column
+        # By what the type is, not its name: a registered type over String or JSON encrypts fine.
+        plain = getattr(sql_type, "impl_instance", sql_type)
+        if not isinstance(plain, String | JSON):
+            err(f"encryption supports String, Text and JSON columns (or types built on them), "
+                f"not {col.type}", f)
 
 
-def _check_features(m: ResolvedModel, columns: set[str], err: Any) -> None:
+def _check_features(m: ResolvedModel, columns: set[str], err: Any,
+                    specs: dict[str, tuple[ColumnSpec, ResolvedModel]]) -> None:
     spec = m.spec
     named: list[tuple[str, Iterable[str]]] = []
     if spec.encryption:
         named.append(("encryption.fields", spec.encryption.fields))
         named.append(("encryption.searchable", spec.encryption.searchable))
-        _check_encryption(m, columns, err)
+        _check_encryption(m, columns, err, specs)
     if spec.gdpr:
         named.append(("gdpr.user_id_field", [spec.gdpr.user_id_field]))
         named.append(("gdpr.export_fields", spec.gdpr.export_fields))

@@ -157,7 +157,7 @@ def validate_record(model: type[Any], data: Mapping[str, Any], *, partial: bool 
         if isinstance(value, str) and length and len(value) > length:
             raise ValidationError(spec.name, key, f"is {len(value)} characters; the column holds {length}")
         out[key] = value
-    _run_validators(spec, out)
+    _run_validators(spec, model, out)
     if not partial:
         for key, attr in columns.items():
             column = attr.columns[0]
@@ -171,18 +171,10 @@ def _autoincrements(column: Any) -> bool:
     return bool(column.primary_key and isinstance(column.type, satypes.Integer))
 
 
-def _run_validators(spec: Any, data: dict[str, Any]) -> None:
-    by_name = {c.name: c for c in spec.columns}
-    for key, value in data.items():
-        col = by_name.get(key)
-        if col is None or value is None:
-            continue
-        for v in col.validators:
-            if v.type in validators.CONSTRAINT_VALIDATORS:
-                continue
-            problem = validators.with_message(v, validators.build_check(v))(value)
-            if problem:
-                raise ValidationError(spec.name, key, problem)
+def _run_validators(spec: Any, model: type[Any], data: dict[str, Any]) -> None:
+    problem = validators.row_problem(model, data)  # inherited columns keep their parent's validators
+    if problem is not None:
+        raise ValidationError(spec.name, problem[0], problem[1])
 
 
 def to_jsonable(obj: Any) -> dict[str, Any]:

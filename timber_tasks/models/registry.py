@@ -12,7 +12,6 @@ from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
 
 from timber_tasks.errors import ModelConfigError, ModelNotFoundError
-from timber_tasks.features.encryption import KeyRing
 from timber_tasks.models.factory import ModelFactory, make_base
 from timber_tasks.models.loader import ResolvedModel, find_model_files, load_model_files
 
@@ -29,13 +28,13 @@ class ModelRegistry:
 
     @classmethod
     def from_dirs(cls, dirs: Iterable[Path | str], *, app_name: str,
-                  dialect: str | None = None, keyring: KeyRing | None = None) -> ModelRegistry:
+                  dialect: str | None = None, keyring: Any = None) -> ModelRegistry:
         """Load every model under the dirs; any error leaves nothing half-registered."""
         return cls.from_files(find_model_files(dirs), app_name=app_name, dialect=dialect, keyring=keyring)
 
     @classmethod
     def from_files(cls, files: list[Path], *, app_name: str,
-                   dialect: str | None = None, keyring: KeyRing | None = None) -> ModelRegistry:
+                   dialect: str | None = None, keyring: Any = None) -> ModelRegistry:
         resolved = load_model_files(files, app_name=app_name, dialect=dialect)
         base = make_base()
         models = ModelFactory(base, dialect, keyring).build_all(resolved)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -101,3 +102,35 @@ def with_message(spec: ValidatorSpec, check: Check) -> Check:
     if not spec.message:
         return check
     return lambda v: spec.message if check(v) else None
+
+
+_checks_by_model: weakref.WeakKeyDictionary[type[Any], dict[str, list[Check]]] = weakref.WeakKeyDictionary()
+
+
+def column_checks(model: type[Any]) -> dict[str, list[Check]]:
+    """The value checks of a model's columns, inherited columns included (built once per class)."""
+    checks = _checks_by_model.get(model)
+    if checks is None:
+        checks = {}
+        for klass in reversed(model.__mro__):
+            resolved = klass.__dict__.get("timber_spec")
+            for col in resolved.columns if resolved is not None else ():
+                found = [with_message(v, build_check(v)) for v in col.validators
+                         if v.type not in CONSTRAINT_VALIDATORS]
+                if found:
+                    checks[col.name] = found
+        _checks_by_model[model] = checks
+    return checks
+
+
+def row_problem(model: type[Any], row: dict[str, Any]) -> tuple[str, str] | None:
+    """The first (field, reason) a row's values fail, or None."""
+    for name, checks in column_checks(model).items():
+        value = row.get(name)
+        if value is None:
+            continue
+        for check in checks:
+            problem = check(value)
+            if problem:
+                return name, problem
+    return None

@@ -1,10 +1,19 @@
-"""Facts about brokers and apps that tasks need without importing the Celery app module."""
+"""Facts about brokers and apps that tasks need without importing the Celery app module.
+
+The embedded default's transport lives in `maildir.py`; importing this package registers
+its `maildir://` URL with kombu.
+"""
 
 from __future__ import annotations
 
 from celery import Celery
+from kombu.transport import TRANSPORT_ALIASES
 
-from timber_tasks.settings import Settings
+from timber_tasks.settings import EMBEDDED_BROKER_URL, Settings
+
+__all__ = ["EMBEDDED_BROKER_URL", "broker_keeps_unacked", "is_embedded", "is_redis", "settings_of"]
+
+TRANSPORT_ALIASES.setdefault("maildir", "timber_tasks.brokers.maildir:Transport")
 
 # Brokers that hold an unacked copy of every job on the server and give it back when a worker dies.
 # Not Redis: kombu takes a job with BRPOP (gone from the queue) and only then records it as
@@ -24,3 +33,8 @@ def broker_keeps_unacked(broker_url: str) -> bool:
 
 def is_redis(broker_url: str) -> bool:
     return broker_url.split("://", 1)[0] in ("redis", "rediss", "sentinel")
+
+
+def is_embedded(broker_url: str) -> bool:
+    """The folder broker of the embedded default (`maildir://`)."""
+    return broker_url.split("://", 1)[0] == "maildir"

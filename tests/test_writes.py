@@ -1,0 +1,295 @@
+"""Every write path x every promise: cache fresh, hashes current, lookups exact, validators run.
+
+Write paths: ORM unit of work, ORM bulk insert/update/delete, the persistence jobs'
+batch create/update and upsert (Core), deletes the database cascades, and savepoints.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, insert, select, update
+
+from timber_tasks import initialize_timber
+from timber_tasks.errors import ModelConfigErrors, ValidationError
+from timber_tasks.features import writes
+from timber_tasks.features.cache import get_cached
+from timber_tasks.features.encryption import lookup_clause
+from timber_tasks.jobs.persistence import persist
+from timber_tasks.models.types import register_type
+
+BOOKS = """
+version: "1"
+models:
+  - name: Account
+    table_name: accounts
+    polymorphic: {on: kind}
+    caching: {enabled: true, ttl_seconds: 60}
+    encryption: {enabled: true, fields: [iban, analysis], searchable: [iban]}
+    columns:
+      - {name: id, type: Integer, primary_key: true}
+      - {name: kind, type: String(20), default: Account}
+      - {name: name, type: String(50)}
+      - {name: iban, type: String(40)}
+      - {name: analysis, type: Text}
+      - {name: contact, type: String(80), validators: [{type: email}]}
+  - name: Premium
+    inherits: Account
+    polymorphic_identity: premium
+    columns:
+      - {name: tier, type: String(10)}
+  - name: Holding
+    table_name: holdings
+    caching: {enabled: true, ttl_seconds: 60}
+    columns:
+      - {name: id, type: Integer, primary_key: true}
+      - {name: symbol, type: String(10)}
+      - {name: account_id, type: Integer, foreign_key: accounts.id, ondelete: CASCADE}
+"""
+
+
+@pytest.fixture
+def books_dir(write_models: Callable[..., Path]) -> Path:
+    return write_models({"books.yaml": BOOKS})
+
+
+@pytest.fixture(params=["sqlite", "postgresql+redis"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, Any]:
+    if request.param == "sqlite":
+        return {"database_url": f"sqlite:///{tmp_path / 'writes.db'}"}
+    return {"database_url": request.getfixturevalue("postgres_url"),
+            "redis_url": request.getfixturevalue("redis_url")}
+
+
+@pytest.fixture
+def timber(backend: dict[str, Any], books_dir: Path) -> Any:
+    return initialize_timber(model_config_dirs=[books_dir], **backend)
+
+
+def _seed(timber: Any, *ids: int) -> None:
+    Account = timber.get_model("Account")
+    with timber.db.session_scope() as s:
+        s.add_all([Account(id=i, name=f"acct {i}", iban=f"DE{i:04d}", analysis=f"plan {i}") for i in ids])
+    for i in ids:
+        assert get_cached(timber, "Account", i)["name"] == f"acct {i}"  # now in the cache
+
+
+def _found(timber: Any, iban: str) -> set[int]:
+    Account = timber.get_model("Account")
+    with timber.db.session_scope() as s:
+        return set(s.scalars(select(Account.id).where(lookup_clause(Account, "iban", iban))))
+
+
+# -- the persistence jobs' paths (findings 1, 3, 4) ----------------------------------------
+
+
+def test_an_upsert_job_leaves_no_stale_row_in_the_cache_and_writes_the_hash(timber: Any) -> None:
+    _seed(timber, 1)
+    persist(timber, "Account", "upsert", [{"id": 1, "name": "upserted", "iban": "DE-NEW"},
+                                          {"id": 2, "name": "fresh", "iban": "DE-TWO"}], idempotency_key="u1")
+    assert get_cached(timber, "Account", 1)["name"] == "upserted"
+    assert get_cached(timber, "Account", 2)["iban"] == "DE-TWO"
+    assert _found(timber, "DE-NEW") == {1} and _found(timber, "DE-TWO") == {2}
+    assert _found(timber, "DE0001") == set()
+    persist(timber, "Account", "upsert", {"id": 1, "name": "single", "iban": "DE-ONE"}, idempotency_key="u2")
+    assert get_cached(timber, "Account", 1)["name"] == "single"
+    assert _found(timber, "DE-ONE") == {1}
+
+
+def test_a_batch_create_writes_the_hash_so_lookups_find_the_rows(timber: Any) -> None:
+    persist(timber, "Account", "create", [{"id": i, "iban": f"DE{i}"} for i in (1, 2, 3)], idempotency_key="c")
+    assert {i: _found(timber, f"DE{i}") for i in (1, 2, 3)} == {1: {1}, 2: {2}, 3: {3}}
+
+
+def test_a_batch_update_rewrites_the_hash_and_invalidates_each_row(timber: Any) -> None:
+    _seed(timber, 1, 2)
+    persist(timber, "Account", "update", [{"id": 1, "iban": "DE-MOVED"}, {"id": 2, "name": "two"}],
+            idempotency_key="u")
+    assert _found(timber, "DE-MOVED") == {1} and _found(timber, "DE0001") == set()
+    assert _found(timber, "DE0002") == {2}  # a row that did not change its iban keeps its hash
+    assert get_cached(timber, "Account", 1)["iban"] == "DE-MOVED"
+    assert get_cached(timber, "Account", 2)["name"] == "two"
+
+
+def test_a_batch_delete_job_invalidates_the_rows_the_database_cascaded(timber: Any) -> None:
+    _seed(timber, 1)
+    Holding = timber.get_model("Holding")
+    with timber.db.session_scope() as s:
+        s.add(Holding(id=7, symbol="ACME", account_id=1))
+    assert get_cached(timber, Holding, 7)["symbol"] == "ACME"
+    persist(timber, "Account", "delete", [{"id": 1}], idempotency_key="d")
+    assert get_cached(timber, "Account", 1) is None
+    assert get_cached(timber, Holding, 7) is None
+
+
+def test_batch_jobs_run_the_validators(timber: Any) -> None:
+    with pytest.raises(ValidationError, match="contact"):
+        persist(timber, "Account", "upsert", [{"id": 1, "contact": "not-an-email"}], idempotency_key="v")
+
+
+# -- plain ORM and Core paths -------------------------------------------------------------
+
+
+def test_orm_bulk_insert_update_and_delete_keep_hashes_validators_and_cache(timber: Any) -> None:
+    Account = timber.get_model("Account")
+    with timber.db.session_scope() as s:
+        s.execute(insert(Account), [{"id": 1, "name": "a", "iban": "X1"}, {"id": 2, "name": "b", "iban": "X2"}])
+    assert _found(timber, "X1") == {1}
+    assert get_cached(timber, Account, 1)["name"] == "a"
+    with timber.db.session_scope() as s:
+        s.execute(update(Account), [{"id": 1, "iban": "Y1", "name": "a2"}])
+    assert _found(timber, "Y1") == {1} and _found(timber, "X1") == set()
+    assert get_cached(timber, Account, 1)["name"] == "a2"
+    with pytest.raises(ValidationError, match="contact"), timber.db.session_scope() as s:
+        s.execute(insert(Account), [{"id": 3, "contact": "nope"}])
+    with timber.db.session_scope() as s:
+        s.execute(delete(Account).where(Account.id == 2))
+    assert get_cached(timber, Account, 2) is None
+
+
+def test_a_rolled_back_savepoint_drops_only_its_own_invalidations(timber: Any) -> None:
+    _seed(timber, 1, 2)
+    Account = timber.get_model("Account")
+    with timber.db.session_scope() as s:
+        s.get(Account, 1).name = "kept"
+        s.flush()
+        with pytest.raises(RuntimeError), s.begin_nested():
+            s.get(Account, 2).name = "rolled back"
+            s.flush()
+            raise RuntimeError
+    assert get_cached(timber, Account, 1)["name"] == "kept"
+    assert get_cached(timber, Account, 2)["name"] == "acct 2"
+
+
+def test_hooks_see_each_committed_transaction_once_and_never_a_rolled_back_one(timber: Any) -> None:
+    seen: list[writes.CommittedWrites] = []
+    writes.on_commit(seen.append, name="test-recorder")
+    try:
+        Account = timber.get_model("Account")
+        with timber.db.session_scope() as s:
+            s.add(Account(id=5, name="five"))
+        with pytest.raises(RuntimeError), timber.db.session_scope() as s:
+            s.add(Account(id=6, name="six"))
+            s.flush()
+            raise RuntimeError
+        with timber.db.session_scope() as s:
+            s.delete(s.get(Account, 5))
+    finally:
+        writes._commit_hooks.pop("test-recorder")
+    assert [(c.app_name, c.by_model["Account"].written, c.by_model["Account"].deleted) for c in seen] == [
+        (timber.app_name, frozenset({5}), frozenset()), (timber.app_name, frozenset(), frozenset({5}))]
+    assert seen[1].by_model["Holding"].whole_model  # the database may have cascaded into holdings
+
+
+# -- inheritance (findings 6, 7) ------------------------------------------------------------
+
+
+def test_a_child_model_keeps_its_parents_hashes_validators_and_cache(timber: Any) -> None:
+    Premium = timber.get_model("Premium")
+    with pytest.raises(ValidationError, match="contact"), timber.db.session_scope() as s:
+        s.add(Premium(id=9, contact="not-an-email"))
+    with pytest.raises(ValidationError, match="contact"):
+        persist(timber, "Premium", "create", {"id": 9, "contact": "not-an-email"}, idempotency_key="p0")
+    with timber.db.session_scope() as s:
+        s.add(Premium(id=9, iban="PR-9", tier="gold"))
+    persist(timber, "Premium", "create", [{"id": 10, "iban": "PR-10"}], idempotency_key="p1")
+    assert _found(timber, "PR-9") == {9} and _found(timber, "PR-10") == {10}
+    assert get_cached(timber, "Account", 9)["iban"] == "PR-9"
+    with timber.db.session_scope() as s:
+        s.get(Premium, 9).iban = "PR-99"
+    assert get_cached(timber, "Account", 9)["iban"] == "PR-99"
+    assert _found(timber, "PR-99") == {9}
+
+
+def test_encryption_accepts_a_registered_string_type_and_checks_inherited_columns(
+    write_models: Callable[..., Path], tmp_path: Path
+) -> None:
+    from sqlalchemy import String
+
+    register_type("Iban", String(34))
+    ok = write_models({"m.yaml": """
+version: "1"
+models:
+  - name: Wallet
+    table_name: wallets
+    encryption: {enabled: true, fields: [iban], searchable: [iban]}
+    columns:
+      - {name: id, type: Integer, primary_key: true}
+      - {name: iban, type: Iban}
+"""})
+    timber = initialize_timber(model_config_dirs=[ok], database_url=f"sqlite:///{tmp_path / 'w.db'}")
+    assert timber.get_model("Wallet").__table__.c.iban.type.keyring is not None
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "m.yaml").write_text("""
+version: "1"
+models:
+  - name: Base1
+    table_name: base1
+    polymorphic: {on: kind}
+    columns:
+      - {name: id, type: Integer, primary_key: true}
+      - {name: kind, type: String(10)}
+      - {name: score, type: Integer}
+      - {name: note, type: Text}
+  - name: Child1
+    inherits: Base1
+    polymorphic_identity: c
+    encryption: {enabled: true, fields: [score, note]}
+    columns:
+      - {name: extra, type: Text}
+""")
+    with pytest.raises(ModelConfigErrors) as info:
+        initialize_timber(model_config_dirs=[bad], database_url=f"sqlite:///{tmp_path / 'b.db'}")
+    text = str(info.value)
+    assert "Child1" in text and "'score'" in text and "'note'" in text and "inherits from Base1" in text
+
+
+# -- another process -----------------------------------------------------------------------
+
+
+def _reader(conn: Any, backend: dict[str, Any], models_dir: str) -> None:
+    timber = initialize_timber(model_config_dirs=[models_dir], create_tables=False, **backend)
+    conn.send(get_cached(timber, "Account", 1)["name"])
+    conn.recv()
+    conn.send(get_cached(timber, "Account", 1)["name"])
+
+
+def test_an_upsert_job_in_one_process_is_never_served_stale_in_another(
+    timber: Any, backend: dict[str, Any], books_dir: Path
+) -> None:
+    _seed(timber, 1)
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_reader, args=(child, backend, str(books_dir)))
+    proc.start()
+    try:
+        assert parent.poll(60)
+        assert parent.recv() == "acct 1"  # the other process now holds the row
+        persist(timber, "Account", "upsert", [{"id": 1, "name": "upserted"}], idempotency_key="x")
+        parent.send("committed")
+        assert parent.poll(60)
+        assert parent.recv() == "upserted"
+    finally:
+        proc.join(30)
+
+
+def test_a_session_closed_without_commit_leaves_nothing_for_its_next_transaction(timber: Any) -> None:
+    seen: list[writes.CommittedWrites] = []
+    writes.on_commit(seen.append, name="test-recorder")
+    try:
+        Account = timber.get_model("Account")
+        session = timber.db.session()
+        session.add(Account(id=11, name="never committed"))
+        session.flush()
+        session.close()  # no commit, no explicit rollback
+        session.add(Account(id=12, name="committed"))
+        session.commit()
+        session.close()
+    finally:
+        writes._commit_hooks.pop("test-recorder")
+    assert [c.by_model["Account"].written for c in seen] == [frozenset({12})]

@@ -1,0 +1,1 @@
+"""Market data without Celery: providers, normalisation into one frame shape, incremental bulk upsert."""
