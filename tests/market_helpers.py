@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import func, select
 
+from timber_tasks.market_data.providers.file import FileProvider
+
 
 def bars(start: str = "2024-01-01", days: int = 10, base: float = 100.0) -> pd.DataFrame:
     """Clean daily bars: open < close, high above and low below both."""
@@ -61,3 +63,12 @@ def take_tokens(kind: str, target: str, rate: float, burst: float, start: Any, s
         else:
             time.sleep(0.005)
     out.put(granted)
+
+
+class MeteredFileProvider(FileProvider):
+    """The file provider, but each symbol costs a rate-limit token, as a remote provider's request does."""
+
+    name = "metered-file"
+
+    def requests_for(self, symbols: list[str]) -> int:
+        return len(symbols)

@@ -60,6 +60,11 @@ def test_normalize_names_the_symbol_and_source_when_a_price_column_is_missing() 
 def test_an_unknown_provider_or_interval_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"unknown market-data provider 'nope'.*known: file, yfinance"):
         get_provider("nope", data_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"provider 'tests.market_helpers:nothing' cannot be loaded"):
+        get_provider("tests.market_helpers:nothing", data_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"provider 'tests.market_helpers:bars' is not a subclass of"):
+        get_provider("tests.market_helpers:bars", data_dir=tmp_path)
+    assert get_provider("tests.market_helpers:MeteredFileProvider", data_dir=tmp_path).requests_for(["A", "B"]) == 2
     timber = _timber(f"sqlite:///{tmp_path / 't.db'}")
     with pytest.raises(ValidationError, match=r"OhlcvPrice.interval: '7x' is not one of"):
         ingest.fetch_and_store(timber, ["AAA"], interval="7x", provider=FileProvider(tmp_path))

@@ -27,7 +27,6 @@ PROVIDERS: dict[str, str] = {
 }
 
 
-
 class RateLimited(TransientError):
     """Raised when a provider answers that we ask too often (HTTP 429); worth a retry after a pause."""
 
@@ -66,12 +65,20 @@ class Provider(ABC):
 
 
 def get_provider(name: str | None = None, *, data_dir: Path | str = "var") -> Provider:
-    """The provider called `name` (default: $TIMBER_MARKET_DATA_PROVIDER, else yfinance)."""
+    """The provider called `name` (default: $TIMBER_MARKET_DATA_PROVIDER, else yfinance).
+
+    A name from PROVIDERS, or "module:Class" for an app's own provider (no change to this package).
+    """
     name = name or os.environ.get(PROVIDER_ENV) or DEFAULT_PROVIDER
-    target = PROVIDERS.get(name)
+    target = PROVIDERS.get(name) or (name if ":" in name else None)
     if target is None:
         raise ConfigError(f"unknown market-data provider {name!r} (from the job or {PROVIDER_ENV}); "
-                          f"known: {', '.join(sorted(PROVIDERS))}")
+                          f"known: {', '.join(sorted(PROVIDERS))}, or 'module:Class' of your own")
     module_name, _, class_name = target.partition(":")
-    cls: type[Provider] = getattr(importlib.import_module(module_name), class_name)
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"market-data provider {name!r} cannot be loaded: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, Provider)):
+        raise ConfigError(f"market-data provider {name!r} is not a subclass of {Provider.__module__}.Provider")
     return cls.from_env(Path(data_dir))
