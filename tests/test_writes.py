@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select, text, update
 
 from timber_tasks import initialize_timber
 from timber_tasks.errors import ModelConfigErrors, ValidationError
@@ -183,6 +183,103 @@ def test_hooks_see_each_committed_transaction_once_and_never_a_rolled_back_one(t
     assert [(c.app_name, c.by_model["Account"].written, c.by_model["Account"].deleted) for c in seen] == [
         (timber.app_name, frozenset({5}), frozenset()), (timber.app_name, frozenset(), frozenset({5}))]
     assert seen[1].by_model["Holding"].whole_model  # the database may have cascaded into holdings
+
+
+# -- the paths a review found outside the step: released savepoints, statement values, connections ----
+
+
+def test_a_released_savepoint_runs_no_hook_and_the_commit_after_it_leaves_no_stale_row(timber: Any) -> None:
+    _seed(timber, 1, 2)
+    Account = timber.get_model("Account")
+    seen: list[writes.CommittedWrites] = []
+    writes.on_commit(seen.append, name="test-recorder")
+    try:
+        with timber.db.session_scope() as s:
+            s.get(Account, 1).name = "outer"
+            s.flush()
+            with s.begin_nested():
+                s.get(Account, 2).name = "inner"
+            assert seen == []  # RELEASE SAVEPOINT is no commit
+            # A reader between the release and the commit refills the cache with the committed rows ...
+            assert get_cached(timber, Account, 2)["name"] == "acct 2"
+    finally:
+        writes._commit_hooks.pop("test-recorder")
+    assert len(seen) == 1 and seen[0].by_model["Account"].written == {1, 2}
+    # ... and the commit's invalidation comes after it, so the new rows are what is served.
+    assert get_cached(timber, Account, 1)["name"] == "outer" and get_cached(timber, Account, 2)["name"] == "inner"
+
+
+def test_values_given_in_the_statement_get_hashes_and_validators(timber: Any) -> None:
+    _seed(timber, 3)
+    Account = timber.get_model("Account")
+    with timber.db.session_scope() as s:
+        s.execute(update(Account).where(Account.id == 3).values(iban="NEW3"))
+        s.execute(insert(Account).values(id=9, name="nine", iban="I9"))
+    assert _found(timber, "NEW3") == {3} and _found(timber, "DE0003") == set() and _found(timber, "I9") == {9}
+    assert get_cached(timber, Account, 3)["iban"] == "NEW3"
+    with pytest.raises(ValidationError, match=r"Account\.contact"), timber.db.session_scope() as s:
+        s.execute(update(Account).where(Account.id == 3).values(contact="not-an-email"))
+    with pytest.raises(ValidationError, match=r"Account\.iban: is searchable"), timber.db.session_scope() as s:
+        s.execute(update(Account).where(Account.id == 3).values(iban=Account.name))
+    with pytest.raises(ValidationError, match=r"multi-row insert"), timber.db.session_scope() as s:
+        s.execute(insert(Account).values([{"id": 20, "iban": "M20"}, {"id": 21, "iban": "M21"}]))
+
+
+def test_core_statements_on_a_sessions_connection_keep_every_promise(timber: Any) -> None:
+    _seed(timber, 4)
+    table = timber.get_model("Account").__table__
+    with timber.db.session_scope() as s:
+        s.connection().execute(update(table).where(table.c.id == 4).values(name="via conn", iban="C4"))
+    assert get_cached(timber, "Account", 4)["name"] == "via conn" and _found(timber, "C4") == {4}
+    with pytest.raises(ValidationError, match="contact"), timber.db.session_scope() as s:
+        s.connection().execute(insert(table), [{"id": 5, "contact": "nope"}])
+
+
+def test_a_bare_connection_tells_the_hooks_after_its_commit_and_never_after_a_rollback(timber: Any) -> None:
+    _seed(timber, 5, 6)
+    table = timber.get_model("Account").__table__
+    with timber.db.engine.begin() as conn:
+        conn.execute(update(table).where(table.c.id == 5).values(name="engine", iban="E5"))
+        with conn.begin_nested() as savepoint:
+            conn.execute(update(table).where(table.c.id == 6).values(name="undone"))
+            savepoint.rollback()
+    assert get_cached(timber, "Account", 5)["name"] == "engine" and _found(timber, "E5") == {5}
+    assert get_cached(timber, "Account", 6)["name"] == "acct 6"
+    seen: list[writes.CommittedWrites] = []
+    writes.on_commit(seen.append, name="test-recorder")
+    try:
+        with timber.db.engine.connect() as conn:
+            conn.execute(insert(table), [{"id": 7, "name": "seven", "iban": "E7"}])
+            conn.rollback()
+            conn.execute(insert(table), [{"id": 8, "name": "eight", "iban": "E8"}])
+            conn.commit()
+            conn.execute(table.select())  # the next transaction begins: the commit before it is done
+            assert [c.by_model["Account"].written for c in seen] == [{8}]
+    finally:
+        writes._commit_hooks.pop("test-recorder")
+    assert _found(timber, "E8") == {8} and _found(timber, "E7") == set()
+
+
+def test_raw_sql_text_invalidates_the_models_it_writes(timber: Any) -> None:
+    _seed(timber, 7)
+    with timber.db.session_scope() as s:
+        s.execute(text("UPDATE accounts SET name = 'raw' WHERE id = 7"))
+    assert get_cached(timber, "Account", 7)["name"] == "raw"
+    with timber.db.engine.begin() as conn:
+        conn.execute(text('UPDATE "accounts" SET name = :n WHERE id = 7'), {"n": "raw again"})
+    assert get_cached(timber, "Account", 7)["name"] == "raw again"
+
+
+def test_legacy_bulk_mappings_keep_hashes_validators_and_cache(timber: Any) -> None:
+    _seed(timber, 1)
+    Account = timber.get_model("Account")
+    with timber.db.session_scope() as s:
+        s.bulk_insert_mappings(Account, [{"id": 30, "name": "thirty", "iban": "B30"}])  # type: ignore[arg-type]
+        s.bulk_update_mappings(Account, [{"id": 1, "name": "bulk", "iban": "B1"}])  # type: ignore[arg-type]
+    assert _found(timber, "B30") == {30} and _found(timber, "B1") == {1} and _found(timber, "DE0001") == set()
+    assert get_cached(timber, Account, 1)["name"] == "bulk"
+    with pytest.raises(ValidationError, match="contact"), timber.db.session_scope() as s:
+        s.bulk_insert_mappings(Account, [{"id": 31, "contact": "bad"}])  # type: ignore[arg-type]
 
 
 # -- inheritance (findings 6, 7) ------------------------------------------------------------

@@ -29,7 +29,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.types import JSON, TypeDecorator
 
 from timber_tasks.errors import ConfigError, DecryptionError
-from timber_tasks.features.writes import before_write
+from timber_tasks.features.writes import PREPARED, before_write
 from timber_tasks.models.factory import register_feature
 
 log = logging.getLogger("timber_tasks.encryption")
@@ -349,5 +349,6 @@ def _rotate_row(session: Any, table: Any, pk: list[Any], row: Any, fields: list[
     if not values:
         return 0
     raw_values = {table.c[k]: type_coerce(v, Text()) if k in fields else v for k, v in values.items()}
-    session.execute(update(table).where(*guards).values(raw_values))
+    # Tokens go in raw and the hashes are computed above: the after-write step need not prepare this row.
+    session.execute(update(table).where(*guards).values(raw_values), execution_options={PREPARED: True})
     return sum(1 for k in values if k in fields)

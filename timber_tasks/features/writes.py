@@ -10,6 +10,13 @@ hook once (cache invalidation; later re-embedding and GDPR bookkeeping). Writes 
 per (nested) transaction, so a rolled-back savepoint drops only its own writes and a
 rolled-back transaction runs no hook. Rows the database removes or nulls on its own
 (ON DELETE CASCADE / SET NULL) are found through the foreign keys of the model graph.
+
+Statements that bypass the session (`session.connection().execute(...)`, `engine.begin()`)
+are seen at the connection: on a session's connection they join the session's writes; on a
+bare connection they are kept there and handed to the hooks once its commit is done (at the
+connection's next transaction or when it goes back to the pool). Raw SQL text that writes a
+model's table is seen by the table it names and counts as a whole-model write; it is not
+prepared (no validators, no hashes): write searchable fields through statements or the ORM.
 """
 
 from __future__ import annotations
@@ -22,14 +29,22 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import UpdateBase
+from sqlalchemy.sql.elements import TextClause
 
 from timber_tasks.errors import ValidationError
+from timber_tasks.features import connection_writes
+from timber_tasks.features import write_statements as statements
 from timber_tasks.models.validators import row_problem
 
 log = logging.getLogger("timber_tasks.writes")
 
 PENDING = "timber_pending_writes"  # session.info key: [(transaction, model, pk, deleted, whole_model)]
+SEEN = "timber_writes_seen"  # execution option: the caller declares this statement's writes itself
+PREPARED = "timber_rows_prepared"  # execution option: the caller ran prepare_rows on the parameters already
+IN_EXECUTE, FLUSHING = "timber_in_execute", "timber_flushing"  # session.info: a statement the session sees runs
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,8 @@ _preparers: dict[str, RowPreparer] = {}
 _timber_of: weakref.WeakKeyDictionary[type[Any], weakref.ref[Any]] = weakref.WeakKeyDictionary()
 _model_of_table: weakref.WeakKeyDictionary[Any, type[Any]] = weakref.WeakKeyDictionary()
 _cascades: weakref.WeakKeyDictionary[type[Any], tuple[type[Any], ...]] = weakref.WeakKeyDictionary()
+_session_of: weakref.WeakKeyDictionary[Connection, weakref.ref[Session]] = weakref.WeakKeyDictionary()
+_model_of_name: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()  # table name -> model (SQL text)
 _installed = False
 
 
@@ -83,6 +100,7 @@ def attach(timber: Any) -> None:
         _timber_of[model] = ref
         if "__table__" in model.__dict__:
             _model_of_table[model.__table__] = model
+            _model_of_name[model.__table__.name.lower()] = model
     for model in models:
         _cascades[model] = _dependents(model, models)
     _install()
@@ -122,11 +140,16 @@ def _install() -> None:
     global _installed
     if _installed:
         return
+    event.listen(Session, "after_begin", _remember_connection)
+    event.listen(Session, "before_flush", _flush_begins)
     event.listen(Session, "after_flush", _collect_unit_of_work)
+    event.listen(Session, "after_flush_postexec", _flush_ends)
     event.listen(Session, "do_orm_execute", _on_execute)
     event.listen(Session, "after_soft_rollback", _drop_rolled_back)
     event.listen(Session, "after_commit", _run_hooks)
     event.listen(Session, "after_transaction_end", _forget_ended)
+    event.listen(Engine, "before_execute", _on_connection_execute, retval=True)
+    connection_writes.install(_dispatch)
     _installed = True
 
 
@@ -137,6 +160,10 @@ def _pending(session: Session) -> list[tuple[Any, type[Any], Any, bool, bool]]:
 
 def _innermost(session: Session) -> Any:
     return session.get_nested_transaction() or session.get_transaction()
+
+
+def _remember_connection(session: Session, transaction: Any, connection: Connection) -> None:
+    _session_of[connection] = weakref.ref(session)
 
 
 def _collect_unit_of_work(session: Session, flush_context: Any) -> None:
@@ -168,40 +195,119 @@ def _pk_keys(cls: type[Any]) -> list[str] | None:
     return [sa_inspect(cls).get_property_by_column(c).key for c in sa_inspect(cls).primary_key]
 
 
-def _on_execute(state: Any) -> None:
-    if not (state.is_insert or state.is_update or state.is_delete):
-        return
-    table = getattr(state.statement, "table", None)
-    model = _model_of_table.get(table) if table is not None else None
-    if model is None and table is not None:
-        model = _model_of_table.get(getattr(table, "_deannotate", lambda: table)())
+def _model_of(statement: Any) -> type[Any] | None:
+    table = getattr(statement, "table", None)
+    if table is None:
+        return None
+    model = _model_of_table.get(table)
     if model is None:
-        return
+        model = _model_of_table.get(getattr(table, "_deannotate", lambda: table)())
+    return model
+
+
+def _on_execute(state: Any) -> Any:
+    """Statements through Session.execute: prepare their rows, note what they write, then run them.
+
+    They run from here (invoke_statement), so the connection listener knows these executions are seen.
+    """
+    statement = state.statement
+    if isinstance(statement, TextClause):
+        if not state.execution_options.get(SEEN):
+            for target in statements.text_targets(statement, _model_of_name):
+                record_core_write(state.session, target, whole_model=True)
+        return _run_seen(state)
+    if not (state.is_insert or state.is_update or state.is_delete):
+        return None
+    model = _model_of(statement)
+    if model is None:
+        return _run_seen(state)
     params = state.parameters
     rows = params if isinstance(params, list) else [params] if isinstance(params, dict) else []
-    if rows and not state.is_delete and _preparers:
-        prepared = [dict(r) for r in rows]
-        prepare_rows(model, prepared)
-        state.parameters = prepared if isinstance(params, list) else prepared[0]
-        rows = prepared
-    keys = [c.key for c in sa_inspect(model).primary_key]
-    has_where = bool(getattr(state.statement, "_where_criteria", ()))
-    if state.is_insert or (rows and not has_where and all(k in r for r in rows for k in keys)):
-        pks = [_pk(r, keys) for r in rows] if rows else []
-        if rows and all(pk is not None for pk in pks):
-            if state.is_delete:
-                record_core_write(state.session, model, deleted=pks)
-            else:
-                record_core_write(state.session, model, written=pks)
-            return
-    record_core_write(state.session, model, whole_model=True)
+    run = not state.execution_options.get(PREPARED) and not state.is_delete
+    statement, rows = statements.prepare(model, statement, rows, prepare_rows, run=run)
+    if rows and run:
+        state.parameters = rows if isinstance(params, list) else rows[0]
+    state.statement = statement
+    if not state.execution_options.get(SEEN):
+        statements.record(lambda **kw: record_core_write(state.session, model, **kw), model, statement, rows,
+                          state.is_delete)
+    return _run_seen(state)
 
 
-def _pk(row: Mapping[str, Any], keys: list[str]) -> Any:
-    values = tuple(row.get(k) for k in keys)
-    if None in values:
-        return None
-    return values[0] if len(values) == 1 else values
+def _run_seen(state: Any) -> Any:
+    info = state.session.info
+    info[IN_EXECUTE] = info.get(IN_EXECUTE, 0) + 1
+    try:
+        return state.invoke_statement()
+    finally:
+        info[IN_EXECUTE] -= 1
+
+
+def _flush_begins(session: Session, flush_context: Any, instances: Any) -> None:
+    session.info[FLUSHING] = True  # the flush's own statements: prepared by attribute events, noted after it
+
+
+def _flush_ends(session: Session, flush_context: Any) -> None:
+    session.info.pop(FLUSHING, None)
+
+
+# -- statements on a connection, outside Session.execute and the ORM's own flush ---------------------
+
+
+def _on_connection_execute(conn: Connection, statement: Any, multiparams: Any, params: Any,
+                           execution_options: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    ref = _session_of.get(conn)
+    session = ref() if ref is not None else None
+    if session is not None and (session.info.get(IN_EXECUTE) or session.info.get(FLUSHING)):
+        return statement, multiparams, params  # Session.execute or a flush: seen there
+    if execution_options.get(SEEN):
+        return statement, multiparams, params
+    if isinstance(statement, TextClause):
+        for target in statements.text_targets(statement, _model_of_name):
+            _note_on_connection(conn, target, statement, [], False, whole=True)
+        return statement, multiparams, params
+    if not isinstance(statement, UpdateBase):
+        return statement, multiparams, params
+    model = _model_of(statement)
+    if model is None:
+        return statement, multiparams, params
+    # Here: Core on a connection (a session's or a bare one) and the legacy bulk_*_mappings.
+    is_delete = getattr(statement, "is_delete", False)
+    rows = list(multiparams) if multiparams else [params] if params else []
+    run = not is_delete and not execution_options.get(PREPARED)
+    statement, prepared = statements.prepare(model, statement, rows, prepare_rows, run=run)
+    _note_on_connection(conn, model, statement, prepared, is_delete)
+    if not run or not rows:
+        return statement, multiparams, params
+    if multiparams:
+        return statement, prepared, {}
+    return statement, [], prepared[0]
+
+
+def _note_on_connection(conn: Connection, model: type[Any], statement: Any, rows: list[dict[str, Any]],
+                        is_delete: bool, whole: bool = False) -> None:
+    ref = _session_of.get(conn)
+    session = ref() if ref is not None else None
+    if session is not None and session.in_transaction():  # a session's connection: its writes, its savepoints
+        if whole:
+            record_core_write(session, model, whole_model=True)
+        else:
+            statements.record(lambda **kw: record_core_write(session, model, **kw), model, statement, rows, is_delete)
+        return
+    tag, pending = connection_writes.open_writes(conn)
+
+    def note(written: Iterable[Any] = (), deleted: Iterable[Any] = (), whole_model: bool = False) -> None:
+        pending.extend((tag, model, pk, False, False) for pk in written)
+        pending.extend((tag, model, pk, True, False) for pk in deleted)
+        if whole_model:
+            pending.append((tag, model, None, False, True))
+        if deleted or whole_model:
+            _add_cascades(pending, tag, model)
+
+    if whole:
+        note(whole_model=True)
+    else:
+        statements.record(note, model, statement, rows, is_delete)
 
 
 def _dependents(model: type[Any], models: list[type[Any]]) -> tuple[type[Any], ...]:
@@ -228,6 +334,7 @@ def _add_cascades(pending: list[Any], tx: Any, model: type[Any]) -> None:
 
 def _drop_rolled_back(session: Session, previous_transaction: Any) -> None:
     """A rollback drops the writes of the transaction rolled back and of the savepoints inside it only."""
+    session.info.pop(FLUSHING, None)  # a failed flush ends here
     pending = session.info.get(PENDING)
     if not pending:
         return
@@ -249,9 +356,14 @@ def _within(tx: Any, ancestor: Any) -> bool:
 
 
 def _run_hooks(session: Session) -> None:
+    if session.get_nested_transaction() is not None:
+        return  # a savepoint was released (SQLAlchemy says "commit"): the transaction goes on
     pending = session.info.pop(PENDING, None)
-    if not pending:
-        return
+    if pending:
+        _dispatch(pending)
+
+
+def _dispatch(pending: list[tuple[Any, type[Any], Any, bool, bool]]) -> None:
     for committed in _group(pending):
         for name, hook in list(_commit_hooks.items()):
             try:

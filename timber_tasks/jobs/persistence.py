@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from timber_tasks.errors import TimberError, ValidationError
-from timber_tasks.features.writes import prepare_rows
+from timber_tasks.features.writes import PREPARED, prepare_rows
 from timber_tasks.jobs import outbox
 from timber_tasks.jobs.tables import JobRecord
 from timber_tasks.models.defaults import utcnow
@@ -137,7 +137,7 @@ def _upsert(session: Session, model: type[Any], rows: list[dict[str, Any]], batc
         fields = [f for f in group[0] if f not in keys]
         stmt = (stmt.on_conflict_do_update(index_elements=keys, set_={f: stmt.excluded[f] for f in fields})
                 if fields else stmt.on_conflict_do_nothing(index_elements=keys))
-        session.execute(stmt, group)
+        session.execute(stmt, group, execution_options={PREPARED: True})  # prepared above: once is enough
     if batch:
         return {"count": len(rows)}
     key = {k: rows[0][k] for k in keys}

@@ -15,7 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from timber_tasks.features.writes import record_core_write
+from timber_tasks.features.writes import SEEN, record_core_write
 from timber_tasks.market_data.normalize import COLUMNS
 from timber_tasks.models.defaults import utcnow
 
@@ -102,15 +102,17 @@ def _merge(conn: Any, model: type[Any], staged: int, dialect: str) -> Upserted:
         + " WHERE " + " OR ".join(f"{q(table)}.{q(c)}{differs}excluded.{q(c)}" for c in values)
     )
     params = {"now": utcnow()}
+    declared = {SEEN: True}  # the caller tells the after-write step exactly which bars changed (declare_writes)
     out = Upserted()
     if dialect == "postgresql" and staged > EXACT_KEYS_LIMIT:
         # Too many keys to send back: count per symbol inside the database.
-        rows = conn.execute(text(f"WITH w AS ({sql} RETURNING symbol) SELECT symbol, count(*) FROM w GROUP BY symbol"),
-                            params)
+        rows = conn.execute(text(f"WITH w AS ({sql} RETURNING symbol) SELECT symbol, count(*) FROM w GROUP BY symbol")
+                            .execution_options(**declared), params)
         out.written.update({symbol: int(n) for symbol, n in rows})
         out.keys = None
         return out
-    keys = [tuple(r) for r in conn.execute(text(f"{sql} RETURNING symbol, {q('interval')}, ts"), params)]
+    returning = text(f"{sql} RETURNING symbol, {q('interval')}, ts").execution_options(**declared)
+    keys = [tuple(r) for r in conn.execute(returning, params)]
     out.written.update(k[0] for k in keys)
     out.keys = [(s, i, _as_datetime(t)) for s, i, t in keys] if len(keys) <= EXACT_KEYS_LIMIT else None
     return out
