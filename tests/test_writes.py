@@ -34,7 +34,7 @@ models:
       - {name: id, type: Integer, primary_key: true}
       - {name: kind, type: String(20), default: Account}
       - {name: name, type: String(50)}
-      - {name: iban, type: String(40)}
+      - {name: iban, type: String(40), validators: [{type: regex, pattern: "^[A-Z]"}]}
       - {name: analysis, type: Text}
       - {name: contact, type: String(80), validators: [{type: email}]}
   - name: Premium
@@ -280,6 +280,28 @@ def test_legacy_bulk_mappings_keep_hashes_validators_and_cache(timber: Any) -> N
     assert get_cached(timber, Account, 1)["name"] == "bulk"
     with pytest.raises(ValidationError, match="contact"), timber.db.session_scope() as s:
         s.bulk_insert_mappings(Account, [{"id": 31, "contact": "bad"}])  # type: ignore[arg-type]
+
+
+def test_errors_about_an_encrypted_field_never_quote_its_value(timber: Any) -> None:
+    # Error messages go to dead letters, outbox rows, results and logs: they must not carry the secret.
+    Account, Premium = timber.get_model("Account"), timber.get_model("Premium")
+    secret = "lower-secret-1"
+    failures = []
+    for attempt in (
+        lambda: persist(timber, "Account", "create", {"id": 40, "iban": secret}, idempotency_key="leak-1"),
+        lambda: persist(timber, "Account", "create", [{"id": 41, "iban": secret}], idempotency_key="leak-2"),
+        lambda: persist(timber, "Account", "upsert", {"id": 42, "iban": {"nested": secret}}, idempotency_key="leak-3"),
+        lambda: Account(id=43, iban=secret),
+        lambda: Premium(id=44, iban=secret),
+    ):
+        with pytest.raises(ValidationError) as caught:
+            attempt()
+        failures.append(caught.value)
+    assert all(f.field == "iban" and secret not in str(f) and "<encrypted value>" in str(f) for f in failures), \
+        [str(f) for f in failures]
+    with pytest.raises(ValidationError) as plain:  # a field that is not encrypted still says what was wrong
+        persist(timber, "Account", "create", {"id": 45, "contact": "not-an-email"}, idempotency_key="leak-4")
+    assert "not-an-email" in str(plain.value)
 
 
 # -- inheritance (findings 6, 7) ------------------------------------------------------------

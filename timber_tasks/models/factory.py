@@ -240,6 +240,8 @@ def _install_validators(cls: type[Any], m: ResolvedModel) -> None:
             for check in _checks:
                 problem = check(value)
                 if problem:
+                    if _field in validators.encrypted_fields(type(target)):
+                        problem = validators.redact(problem, value)
                     raise ValidationError(m.name, _field, problem)
 
         # propagate: a child model validates the columns it inherits

@@ -152,7 +152,10 @@ def validate_record(model: type[Any], data: Mapping[str, Any], *, partial: bool 
         try:
             value = converter_for(column.type)(value)
         except (TypeError, ValueError, decimal.InvalidOperation) as exc:
-            raise ValidationError(spec.name, key, f"{value!r}: {exc}") from None
+            message = f"{value!r}: {exc}"
+            if key in validators.encrypted_fields(model):
+                message = validators.redact(message, value)
+            raise ValidationError(spec.name, key, message) from None
         length = getattr(column.type, "length", None)
         if isinstance(value, str) and length and len(value) > length:
             raise ValidationError(spec.name, key, f"is {len(value)} characters; the column holds {length}")

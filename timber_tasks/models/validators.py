@@ -124,7 +124,8 @@ def column_checks(model: type[Any]) -> dict[str, list[Check]]:
 
 
 def row_problem(model: type[Any], row: dict[str, Any]) -> tuple[str, str] | None:
-    """The first (field, reason) a row's values fail, or None."""
+    """The first (field, reason) a row's values fail, or None; an encrypted field's value is never quoted."""
+    secret = encrypted_fields(model)
     for name, checks in column_checks(model).items():
         value = row.get(name)
         if value is None:
@@ -132,5 +133,36 @@ def row_problem(model: type[Any], row: dict[str, Any]) -> tuple[str, str] | None
         for check in checks:
             problem = check(value)
             if problem:
-                return name, problem
+                return name, redact(problem, value) if name in secret else problem
     return None
+
+
+SECRET = "<encrypted value>"  # what an error message shows instead of an encrypted field's value
+
+
+def encrypted_fields(model: type[Any]) -> frozenset[str]:
+    """The fields a model (or a parent it inherits from) encrypts, read from the YAML."""
+    fields: set[str] = set()
+    for klass in model.__mro__:
+        resolved = klass.__dict__.get("timber_spec")
+        enc = resolved.spec.encryption if resolved is not None else None
+        if enc is not None and enc.enabled:
+            fields.update(enc.fields)
+    return frozenset(fields)
+
+
+def redact(message: str, value: Any) -> str:
+    """The message without the value in it: errors end up in dead letters, outbox rows and logs."""
+    for shown in {repr(value), str(value), json_text(value)}:
+        if shown:
+            message = message.replace(shown, SECRET)
+    return message
+
+
+def json_text(value: Any) -> str:
+    import json
+
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return ""
