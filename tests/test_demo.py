@@ -8,6 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import typer
+
+from timber_tasks.cli.watch import WatchedWorker
+
 from .platforms import wait_for
 from .test_cli import SHIPPED
 
@@ -47,3 +52,30 @@ def test_the_demo_exits_non_zero_at_once_saying_its_worker_died_with_the_log_s_l
     assert "the worker exited (code -9)" in stderr, stderr
     assert f"Last lines of {log}" in stderr and log.read_text().splitlines()[-1] in stderr
     assert "Traceback" not in stderr
+
+
+def test_a_demo_step_that_fails_names_the_step_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from timber_tasks.cli import demo
+
+    log = tmp_path / "worker.log"
+    watched = WatchedWorker(subprocess.Popen([sys.executable, "-c", "pass"]), log, budget=60)
+    with pytest.raises(typer.Exit) as caught, demo._step("the market-data jobs", watched):
+        raise RuntimeError("chord failed: 3 batches\nmore detail")
+    assert caught.value.exit_code == 1
+    err = capsys.readouterr().err
+    assert "the demo failed in the market-data jobs: RuntimeError: chord failed: 3 batches" in err
+    assert "more detail" not in err and str(log) in err.replace("\n", "")
+
+
+def test_a_process_that_ignores_sigterm_is_killed_and_the_demo_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    from timber_tasks.cli import demo
+
+    ignores = ("import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+               "print('ready', flush=True); time.sleep(300)")
+    stubborn = subprocess.Popen([sys.executable, "-c", ignores], stdout=subprocess.PIPE)
+    assert stubborn.stdout is not None and stubborn.stdout.readline().strip() == b"ready"
+    polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    with pytest.raises(typer.Exit) as caught:
+        demo._stop([polite, stubborn], grace=1)
+    assert caught.value.exit_code == 1 and stubborn.poll() == -signal.SIGKILL and polite.poll() == -signal.SIGTERM
+    assert "beat did not stop within 1 s of SIGTERM and was killed" in capsys.readouterr().err.replace("\n", " ")

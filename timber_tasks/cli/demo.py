@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,9 +14,10 @@ import typer
 from rich.table import Table
 
 from timber_tasks.cli import market
-from timber_tasks.cli.common import AppName, ConfigDirs, DatabaseUrl, console, err_console, reported_errors
+from timber_tasks.cli.common import AppName, ConfigDirs, DatabaseUrl, console, debugging, err_console, reported_errors
 from timber_tasks.cli.watch import WatchedWorker
 from timber_tasks.features.encryption import generate_key
+from timber_tasks.market_data.providers.base import PROVIDER_ENV
 from timber_tasks.runtime import initialize_timber
 from timber_tasks.settings import Settings
 
@@ -58,17 +61,22 @@ def demo(database_url: DatabaseUrl = None, dirs: ConfigDirs = None, app_name: Ap
     from timber_tasks.celery_app import QUEUES, app
 
     logs = Path(settings.data_dir).resolve()
+    # Beat's market-data entries read the SAMPLE files, never the network, while the demo runs.
+    os.environ.setdefault(PROVIDER_ENV, "file")
     processes = [
         _spawn(["worker", "-Q", ",".join(QUEUES), "-c", "2", "-n", "demo@%h", "-E"], logs / "demo-worker.log"),
         _spawn(["beat", "-s", str(logs / "demo-beat-schedule")], logs / "demo-beat.log"),
     ]
     worker = WatchedWorker(processes[0], logs / "demo-worker.log", budget)
     try:
-        worker.wait_until(lambda: app.control.ping(timeout=1.0), "the worker to answer a ping")  # fanout works
+        with _step("starting the worker", worker):
+            worker.wait_until(lambda: app.control.ping(timeout=1.0), "the worker to answer a ping")  # fanout works
         console.print(f"worker and beat running on {app.conf.broker_url} (logs in {logs})")
-        rows = _run_sample_jobs(app, worker)
+        with _step("the sample persistence jobs", worker):
+            rows = _run_sample_jobs(app, worker)
         _show(rows)
-        market.demo_step(app, timber, worker.wait_until)
+        with _step("the market-data jobs", worker):
+            market.demo_step(app, timber, worker.wait_until)
         _show_state(timber)
         unfinished = [key for key, _, state, _ in rows if key != EXPECTED_FAILURE and "done" not in state]
         if unfinished:
@@ -76,11 +84,42 @@ def demo(database_url: DatabaseUrl = None, dirs: ConfigDirs = None, app_name: Ap
                               f"see {worker.log}", highlight=False)
             raise typer.Exit(1)
     finally:
-        for proc in processes:  # SIGTERM: warm shutdown, running jobs finish
-            proc.terminate()
-        for proc in processes:
-            proc.wait(60)
-        console.print("worker and beat stopped")
+        _stop(processes)
+
+
+@contextlib.contextmanager
+def _step(name: str, worker: WatchedWorker) -> Iterator[None]:
+    """An unexpected error in a demo step: one line naming the step and the worker's log, exit 1."""
+    try:
+        yield
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        if debugging():
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0]
+        err_console.print(f"[red]error:[/red] the demo failed in {name}: {type(exc).__name__}: {first} "
+                          f"(worker log: {worker.log}; --debug shows the traceback)", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _stop(processes: list[subprocess.Popen[bytes]], grace: float = 60) -> None:
+    """SIGTERM (warm shutdown: running jobs finish); a process still there after `grace` s is killed, and said."""
+    for proc in processes:
+        proc.terminate()
+    stuck = []
+    for name, proc in zip(("the worker", "beat"), processes, strict=False):
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+            stuck.append(name)
+    if stuck:
+        err_console.print(f"[red]error:[/red] {' and '.join(stuck)} did not stop within {grace:g} s of SIGTERM and "
+                          "was killed", highlight=False)
+        raise typer.Exit(1)
+    console.print("worker and beat stopped")
 
 
 SAMPLE_JOBS: list[tuple[str, str, str, Any]] = [
