@@ -20,7 +20,7 @@ from .platforms import Platform, wait_for
 
 PERSIST = "timber.persistence.persist"
 PRODUCERS = int(os.environ.get("TIMBER_STRESS_PRODUCERS", "3"))
-JOBS_PER_PRODUCER = int(os.environ.get("TIMBER_STRESS_JOBS", "100"))
+JOBS_PER_PRODUCER = int(os.environ.get("TIMBER_STRESS_JOBS", "200"))
 # The outbox relay would republish a lost job only after this: redelivery must come well before.
 SLOW_REPUBLISH = {"TIMBER_OUTBOX_REPUBLISH_AFTER": "600"}
 

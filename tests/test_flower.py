@@ -67,12 +67,13 @@ def test_flower_reads_a_finished_task_back_through_its_api_and_refuses_it_withou
 
     wait_for(flower_has_events, 60, "Flower to receive task events", interval=1)
     result = platform.task(PERSIST).delay("User", "create", {"email": "a@b.co", "username": "abc"})
-    busy = [noop.delay() for _ in range(30)]
+    busy = [noop.delay() for _ in range(600)]
     # `refresh=1` makes Flower broadcast `inspect` to the workers while they run jobs.
     workers = wait_for(lambda: workers_seen(base), 60, "Flower's inspect broadcast answered", interval=0.5)
+    assert not busy[-1].ready(), "the backlog was done before the broadcast answered: nothing ran beside it"
     assert any(name.startswith("w0@") and info.get("stats") for name, info in workers.items()), workers
     record = result.get(timeout=60)["record"]
-    assert all(job.get(timeout=60) is None for job in busy)
+    assert all(job.get(timeout=120) is None for job in busy)
     info = wait_for(lambda: (i := task_info(base, result.id)) and i["state"] == "SUCCESS" and i,
                     60, "Flower to report the task finished", interval=0.5)
     assert info["uuid"] == result.id and info["name"] == PERSIST
