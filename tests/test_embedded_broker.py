@@ -10,8 +10,10 @@ import collections
 import os
 import re
 import signal
+import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -161,3 +163,51 @@ def test_an_ack_deletes_the_claim_a_requeue_puts_it_back_first_and_a_garbled_tab
         (root / "control" / "jobs.json").write_text("[[")  # a hand edit gone wrong
         assert channel.get_table("jobs") == []
         assert [p.name.split(".")[0] for p in (root / "corrupt").iterdir()] == ["jobs"]
+
+
+DEAD_CONSUMER = textwrap.dedent("""
+    import sys, time
+    from kombu import Connection, Exchange, Queue
+    import timber_tasks.brokers
+    queue = Queue("events.dead", Exchange("events", type="fanout"), expires=1)
+    with Connection("maildir://", transport_options={"data_folder": sys.argv[1]}) as conn:
+        consumer = conn.Consumer(queue, callbacks=[lambda body, message: message.ack()])
+        consumer.consume()
+        print("consuming", flush=True)
+        time.sleep(300)
+""")
+
+
+def test_a_dead_consumer_s_expiring_queue_goes_with_its_bindings_and_old_messages_expire(tmp_path: Path) -> None:
+    from kombu import Connection, Exchange, Queue
+
+    import timber_tasks.brokers  # noqa: F401 - registers maildir://
+
+    root = tmp_path / "broker"
+    dead = subprocess.Popen([sys.executable, "-c", DEAD_CONSUMER, str(root)], stdout=subprocess.PIPE)
+    assert dead.stdout is not None and dead.stdout.readline().strip() == b"consuming"
+    dead.kill()  # as a SIGKILLed Flower: no cancel, no queue delete
+    dead.wait(10)
+    dead.stdout.close()
+    events = Exchange("events", type="fanout")
+    with Connection("maildir://", transport_options={"data_folder": str(root)}) as conn:
+        channel = conn.default_channel
+        live = Queue("events.live", events, expires=1)
+        conn.Consumer(live, callbacks=[lambda body, message: message.ack()]).consume()
+        producer = conn.Producer()
+        producer.publish({"n": 1}, exchange=events, declare=[events])
+        assert {row[2] for row in channel.get_table("events")} == {"events.dead", "events.live"}
+        assert (root / "queues" / "events.dead").is_dir()
+        time.sleep(1.5)
+        channel.expire_queues()
+        assert not (root / "queues" / "events.dead").exists()  # deleted, its event with it
+        assert {row[2] for row in channel.get_table("events")} == {"events.live"}
+        assert (root / "queues" / "events.live").is_dir()  # a live consumer keeps its queue
+
+        short = Queue("short", Exchange("short"), "short", message_ttl=0.5)
+        producer.publish({"old": True}, exchange=short.exchange, routing_key="short", declare=[short])
+        time.sleep(0.8)
+        producer.publish({"new": True}, exchange=short.exchange, routing_key="short")
+        channel.expire_queues()
+        assert short(channel).get().payload == {"new": True}  # the old one outlived its ttl
+        assert short(channel).get() is None

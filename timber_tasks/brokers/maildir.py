@@ -5,12 +5,17 @@
     <root>/processing/<owner>/<queue>/ messages a live consumer claimed and has not acked
     <root>/control/<exchange>.json    exchange tables (replaced whole, under a lock)
     <root>/corrupt/                   files that were not a message, kept for a look
+    <root>/queues/<queue>/.meta.json  a queue's `expires` / `message_ttl` (seconds), when declared with them
+    <root>/queues/<queue>/.consumer.<owner>  a consumer of the queue (alive while its owner is)
 
 A message appears whole or not at all (rename), exactly one consumer gets it (rename into
 its own folder), an ack deletes the claimed file, a requeue or a warm shutdown renames it
 back, and the claims of a dead consumer go back to their queues when any consumer of the
-broker notices (at start and every `restore_interval` seconds). kombu's own filesystem
-transport does none of this and crashes its worker on a half-written file (kombu #1551).
+broker notices (at start and every `restore_interval` seconds). The same sweep honours
+`message_ttl` (older messages are dropped) and `expires` (a queue no live consumer has used
+for that long is deleted with its bindings), as RabbitMQ does: a killed Flower's event queue
+would otherwise receive every event forever. kombu's own filesystem transport does none of
+this and crashes its worker on a half-written file (kombu #1551).
 """
 
 from __future__ import annotations
@@ -35,7 +40,15 @@ from timber_tasks.brokers import owners
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".msg"
+META, CONSUMER = ".meta.json", ".consumer."
 DEFAULT_RESTORE_INTERVAL = 5.0  # seconds between scans for a dead consumer's claims
+
+
+def _listdir(folder: Path) -> list[str]:
+    try:
+        return os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _valid_name(name: str) -> bool:
@@ -170,6 +183,9 @@ class Channel(virtual.Channel):
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
         if no_ack:
             self._no_ack_queues.add(queue)
+        marker = self._queue_folder(queue) / f"{CONSUMER}{owners.own_owner(self.processing_folder).name}"
+        with contextlib.suppress(FileNotFoundError):
+            marker.touch()
         return super().basic_consume(queue, no_ack, *args, **kwargs)
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
@@ -183,6 +199,49 @@ class Channel(virtual.Channel):
         if now >= self._next_restore:
             self._next_restore = now + self.restore_interval
             owners.restore_dead_claims(self.processing_folder, self.queues_folder)
+            self.expire_queues()
+
+    def expire_queues(self) -> None:
+        """Drop messages older than their queue's `message_ttl`; delete queues `expires` says are gone."""
+        for queue in _listdir(self.queues_folder):
+            folder = self.queues_folder / queue
+            try:
+                limits = json.loads((folder / META).read_text())
+            except (FileNotFoundError, NotADirectoryError, ValueError):
+                continue
+            now_ns = time.time_ns()
+            names = _listdir(folder)
+            ttl = limits.get("message_ttl")
+            if ttl is not None:
+                for name in names:
+                    if name.endswith(SUFFIX) and name[:20].isdigit() and now_ns - int(name[:20]) > ttl * 1e9:
+                        with contextlib.suppress(FileNotFoundError):
+                            (folder / name).unlink()
+            expires = limits.get("expires")
+            if expires is not None and self._unused_for(folder, names) > expires:
+                self._remove_queue(queue)
+                self._drop_bindings(queue)
+                logger.info("embedded broker: queue %r had no live consumer for %gs (expires) and was deleted",
+                            queue, expires)
+
+    def _unused_for(self, folder: Path, names: list[str]) -> float:
+        """Seconds since a live consumer last held the queue; 0 while one does."""
+        last = 0.0
+        for name in [n for n in names if n.startswith(CONSUMER)] + [META]:
+            marker = folder / name
+            owner = name[len(CONSUMER):]
+            if name != META and owners.is_alive(self.processing_folder, owner):
+                return 0.0
+            with contextlib.suppress(FileNotFoundError):
+                last = max(last, marker.stat().st_mtime)
+        return time.time() - last if last else 0.0
+
+    def _drop_bindings(self, queue: str) -> None:
+        for table in _listdir(self.control_folder):
+            if table.endswith(".json"):
+                name = table[: -len(".json")]
+                self._update_table("" if name == "(default)" else name,
+                                   lambda rows: [row for row in rows if row[2] != queue])
 
     def _size(self, queue: str) -> int:
         try:
@@ -195,22 +254,44 @@ class Channel(virtual.Channel):
         folder = self._queue_folder(queue)
         self._listings.pop(queue, None)
         for name in os.listdir(folder) if folder.is_dir() else []:
+            if not name.endswith(SUFFIX):
+                continue  # the queue's own files (limits, consumers) stay
             with contextlib.suppress(FileNotFoundError):
                 (folder / name).unlink()
                 count += 1
         return count
 
+    def prepare_queue_arguments(self, arguments: Any, **kwargs: Any) -> Any:
+        """Keep `expires` and `message_ttl` (seconds): this broker honours them in its sweep."""
+        kept = dict(arguments or {})
+        kept.update({k: float(kwargs[k]) for k in ("expires", "message_ttl") if kwargs.get(k) is not None})
+        return kept
+
+    def _remove_queue(self, queue: str) -> None:
+        """The queue's folder and everything in it (messages, limits, consumer markers)."""
+        self._listings.pop(queue, None)
+        folder = self._queue_folder(queue)
+        for name in _listdir(folder):
+            with contextlib.suppress(FileNotFoundError):
+                (folder / name).unlink()
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
     def _new_queue(self, queue: str, **kwargs: Any) -> None:
-        self._queue_folder(queue).mkdir(exist_ok=True)
+        folder = self._queue_folder(queue)
+        folder.mkdir(exist_ok=True)
+        limits = {k: v for k, v in (kwargs.get("arguments") or {}).items() if k in ("expires", "message_ttl")}
+        if limits:
+            temporary = self.tmp_folder / f"{queue}{META}.{uuid.uuid4().hex}"
+            temporary.write_text(json.dumps(limits))
+            os.replace(temporary, folder / META)
 
     def _has_queue(self, queue: str, **kwargs: Any) -> bool:
         return self._queue_folder(queue).is_dir()
 
     def _delete(self, queue: str, exchange: str, routing_key: str, pattern: str, *args: Any,
                 **kwargs: Any) -> None:
-        self._purge(queue)
-        with contextlib.suppress(OSError):
-            self._queue_folder(queue).rmdir()
+        self._remove_queue(queue)
         binding = [routing_key or "", pattern or "", queue or ""]
         self._update_table(exchange, lambda table: [row for row in table if row != binding])
 

@@ -80,7 +80,13 @@ def _leave(processing: Path, name: str) -> None:
             (processing / f"{name}{LOCK_SUFFIX}").unlink()
 
 
-def _is_dead(lock_path: Path) -> bool:
+def is_alive(processing: Path, name: str) -> bool:
+    """Whether owner `name` under `processing` is a live process (this one included)."""
+    mine = _owners.get(processing)
+    return (mine is not None and mine.name == name) or not is_dead(processing / f"{name}{LOCK_SUFFIX}")
+
+
+def is_dead(lock_path: Path) -> bool:
     """True when no live process holds the lock (the test takes it for a moment, then lets go)."""
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC)
@@ -104,7 +110,7 @@ def restore_dead_claims(processing: Path, queues: Path) -> int:
     for entry in os.listdir(processing):
         if entry.startswith(".") or entry.endswith(LOCK_SUFFIX) or entry in mine:
             continue
-        if not _is_dead(processing / f"{entry}{LOCK_SUFFIX}"):
+        if not is_dead(processing / f"{entry}{LOCK_SUFFIX}"):
             continue
         restored += _restore_folder(processing / entry, queues)
         with contextlib.suppress(OSError):
