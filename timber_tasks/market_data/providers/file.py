@@ -48,11 +48,17 @@ class FileProvider(Provider):
                 result.errors[symbol] = f"{path}: unreadable: {exc}"
                 continue
             index = frame.index
-            keep = index >= pd.Timestamp(start, tz="UTC")
+            keep = index >= _utc(start)
             if end is not None:
-                keep &= index < pd.Timestamp(end, tz="UTC")
+                keep &= index < _utc(end)
             result.frames[symbol] = frame[keep]
         return result
+
+
+def _utc(moment: datetime) -> pd.Timestamp:
+    """A bound as an aware UTC timestamp, whether it came naive (UTC) or with any zone."""
+    stamp = pd.Timestamp(moment)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
 def read_bars(path: Path) -> pd.DataFrame:
