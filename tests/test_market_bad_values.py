@@ -160,3 +160,41 @@ def test_a_transient_database_fault_propagates_so_the_job_is_retried(database_ur
     assert count(timber) == 0 and _watermarks(timber) == {}  # not turned into per-symbol failures
     result = _run(timber, files, ["WAITA", "WAITB"])  # the retry, once the lock is gone
     assert result["WAITA"]["written"] == 10 and result["WAITB"]["written"] == 10
+
+
+def test_a_symbol_longer_than_the_symbol_column_fails_alone_before_any_request(database_url: str, files: Path) -> None:
+    long_name = "X" * 17  # OhlcvPrice.symbol is String(16)
+    write(files, long_name, bars())
+    write(files, "SHORT", bars())
+    timber = _timber(database_url)
+    result = _run(timber, files, ["SHORT", long_name])
+    assert result[long_name] == {"status": "failed", "written": 0, "skipped": 0, "rejected": {},
+                                 "error": "longer than the 16 characters of OhlcvPrice.symbol"}
+    assert result["SHORT"]["written"] == 10 and count(timber) == 10
+    assert set(_watermarks(timber)) == {"SHORT"}
+
+
+def test_the_bounds_come_from_the_models_column_types() -> None:
+    from sqlalchemy import Column, MetaData, Numeric, SmallInteger, Table
+
+    from timber_tasks.market_data.normalize import VALUES, normalize, rules_for
+
+    narrow = Table("narrow_prices", MetaData(), *(Column(c, Numeric(8, 2)) for c in VALUES if c != "volume"),
+                   Column("volume", SmallInteger, nullable=False))
+    rules = rules_for(narrow)
+    assert rules.bounds["close"].limit == 1e6 and rules.bounds["volume"].limit == 2**15
+    assert "volume" not in rules.nullable
+    raw = bars(days=5).set_index("Date")
+    raw.loc[raw.index[0], "Close"] = 999_999.994  # rounds to 999999.99: fits Numeric(8, 2)
+    raw.loc[raw.index[1], "Close"] = 999_999.995  # rounds to 10^6: does not
+    raw.loc[raw.index[2], "Volume"] = 40_000
+    raw["Volume"] = raw["Volume"].astype(float)
+    raw.loc[raw.index[3], "Volume"] = np.nan  # NOT NULL here: refused rather than stored as 0
+    result = normalize(raw, "NARROW", "1d", "file", rules)
+    assert result.rejected == {"NARROW": {"close beyond Numeric(8, 2)": 1, "volume beyond SmallInteger": 1,
+                                          "missing volume": 1}}
+    assert list(result.frame["close"]) == [999_999.994, 105.0]  # the database rounds the kept one to .99
+    shipped = rules_for(initialize_timber(model_config_dirs=[ROOT / "model_configs"],
+                                          database_url="sqlite://").get_model("OhlcvPrice"))
+    assert shipped.bounds["close"].type_name == "Numeric(18, 6)" and shipped.bounds["close"].limit == 1e12
+    assert shipped.bounds["volume"].limit == 2**63 and "volume" in shipped.nullable

@@ -77,6 +77,13 @@ def fetch_and_store(timber: Any, symbols: list[str], *, interval: str = "1d", st
     check_interval(interval)
     start, end = as_utc(start, "start"), as_utc(end, "end")
     symbols = list(dict.fromkeys(s.strip().upper() for s in symbols if s.strip()))
+    results: dict[str, SymbolResult] = {}
+    # A symbol the tables cannot hold fails alone, before any request (PostgreSQL would refuse its whole chunk).
+    longest = timber.get_model(store.PRICE_MODEL).__table__.c.symbol.type.length
+    for symbol in symbols:
+        if longest and len(symbol) > longest:
+            results[symbol] = SymbolResult("failed", error=f"longer than the {longest} characters of "
+                                                            f"{store.PRICE_MODEL}.symbol")
     if not isinstance(provider, Provider):
         provider = get_provider(provider, data_dir=timber.settings.data_dir)
     limiter = limiter or default_limiter(timber, provider.name)
@@ -86,11 +93,10 @@ def fetch_and_store(timber: Any, symbols: list[str], *, interval: str = "1d", st
                  store.load_watermarks(session, Watermark, symbols, interval).items()}
     now = utcnow()
     groups: dict[datetime, list[str]] = defaultdict(list)
-    for symbol in symbols:
+    for symbol in (s for s in symbols if s not in results):
         mark = marks.get(symbol, (None, None))[0]
         begin = start or (mark - (lookback or lookback_for(interval)) if mark else first_start(interval, now))
         groups[begin].append(symbol)
-    results: dict[str, SymbolResult] = {}
     for begin, members in sorted(groups.items()):
         for i in range(0, len(members), CHUNK):
             chunk = members[i:i + CHUNK]
@@ -165,7 +171,12 @@ def _store(timber: Any, interval: str, source: str, symbols: list[str], frames: 
         before = results.get(symbol) or SymbolResult()
         results[symbol] = SymbolResult("failed", rejected=before.rejected,
                                        error=f"the database refused its bars: {_reason(exc)}")
-        _write(timber, interval, source, [symbol], frame.iloc[0:0], results)  # its watermark says so
+        try:
+            _write(timber, interval, source, [symbol], frame.iloc[0:0], results)  # its watermark says so
+        except (sa_exc.DataError, sa_exc.IntegrityError) as again:
+            if is_transient(again):
+                raise
+            log.warning("the watermark of %s cannot be saved either: %s", symbol, _reason(again))
 
     if len(symbols) == 1:
         refuse(symbols[0], chunk_error)
