@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from timber_tasks.errors import ValidationError
 from timber_tasks.jobs import outbox
 
 from .market_helpers import bars, count, refuse_close_above, stored, write
@@ -82,3 +83,5 @@ def test_a_symbol_whose_bars_the_database_refuses_fails_alone_in_a_job(platform:
     assert result["totals"] == {"symbols": 3, "written": 8, "skipped": 0, "failed": 1}
     assert sorted(stored(platform.timber, "OKJA")) == [datetime(2024, 1, d) for d in (2, 3, 4, 5)]
     assert stored(platform.timber, "CAPPED") == {} and count(platform.timber) == 8
+    with pytest.raises(ValidationError, match=r"OhlcvPrice\.start: '2024-13-01' is not a date"):
+        platform.task(FETCH).delay(symbols, start="2024-13-01", provider="file").get(timeout=60)

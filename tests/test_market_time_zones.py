@@ -56,3 +56,12 @@ def test_a_start_that_is_no_date_is_a_validation_error_naming_the_field() -> Non
 
     with pytest.raises(ValidationError, match=r"OhlcvPrice\.end: '1st of May' is not a date"):
         as_utc("1st of May", "end")
+
+
+def test_the_file_provider_called_directly_takes_aware_bounds(tmp_path: Path) -> None:
+    files = tmp_path / "prices"
+    write(files, "ZONE", bars())
+    answer = FileProvider(files).fetch(["ZONE"], datetime(2024, 1, 3, 5, tzinfo=PLUS_FIVE),
+                                       datetime(2024, 1, 6, tzinfo=UTC), "1d")
+    assert list(answer.frames["ZONE"].index.day) == [3, 4, 5]
+

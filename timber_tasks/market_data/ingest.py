@@ -149,11 +149,12 @@ def _store(timber: Any, interval: str, source: str, symbols: list[str], frames: 
     normalized = normalize_many(frames, interval, source, rules_for(Price))
     frame = normalized.frame
     results.update({s: SymbolResult("failed", error=e) for s, e in normalized.errors.items()})
+    kept = set(frame["symbol"].unique())
     for symbol in frames:
         if symbol in normalized.errors:
             continue
         rejected = normalized.rejected.get(symbol, {})
-        if rejected and not (frame["symbol"] == symbol).any():
+        if rejected and symbol not in kept:
             error = f"all {sum(rejected.values())} rows rejected"
             results[symbol] = SymbolResult("failed", rejected=rejected, error=error)
         else:  # no rows at all is fine: nothing new in the range
@@ -182,9 +183,10 @@ def _store(timber: Any, interval: str, source: str, symbols: list[str], frames: 
         refuse(symbols[0], chunk_error)
         return
     log.warning("storing %d symbols failed (%s); storing them one at a time", len(symbols), _reason(chunk_error))
+    parts = dict(tuple(frame.groupby("symbol")))
     for symbol in symbols:
         try:
-            _write(timber, interval, source, [symbol], frame[frame["symbol"] == symbol], results)
+            _write(timber, interval, source, [symbol], parts.get(symbol, frame.iloc[0:0]), results)
         except (sa_exc.DataError, sa_exc.IntegrityError) as exc:
             if is_transient(exc):
                 raise

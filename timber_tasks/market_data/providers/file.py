@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from timber_tasks.market_data.normalize import as_utc
 from timber_tasks.market_data.providers.base import FILES_ENV, Provider, ProviderResult
 
 TIME_COLUMNS = ("timestamp", "datetime", "date", "ts", "time")
@@ -57,8 +58,7 @@ class FileProvider(Provider):
 
 def _utc(moment: datetime) -> pd.Timestamp:
     """A bound as an aware UTC timestamp, whether it came naive (UTC) or with any zone."""
-    stamp = pd.Timestamp(moment)
-    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return pd.Timestamp(as_utc(moment) or moment, tz="UTC")
 
 
 def read_bars(path: Path) -> pd.DataFrame:
