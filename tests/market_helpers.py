@@ -72,3 +72,24 @@ class MeteredFileProvider(FileProvider):
 
     def requests_for(self, symbols: list[str]) -> int:
         return len(symbols)
+
+
+def refuse_close_above(timber: Any, cap: float) -> None:
+    """A database rule the normaliser does not know: bars closing above `cap` are refused by a trigger."""
+    from sqlalchemy import text
+
+    with timber.db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text(f"""
+                CREATE FUNCTION refuse_close_above() RETURNS trigger AS $$ BEGIN
+                  IF NEW.close > {cap} THEN
+                    RAISE EXCEPTION 'close % above the cap of {cap}', NEW.close USING ERRCODE = 'check_violation';
+                  END IF;
+                  RETURN NEW;
+                END $$ LANGUAGE plpgsql"""))
+            conn.execute(text("CREATE TRIGGER refuse_close_above BEFORE INSERT OR UPDATE ON ohlcv_prices "
+                              "FOR EACH ROW EXECUTE FUNCTION refuse_close_above()"))
+            return
+        for event in ("INSERT", "UPDATE"):
+            conn.execute(text(f"CREATE TRIGGER refuse_close_above_{event.lower()} BEFORE {event} ON ohlcv_prices "
+                              f"WHEN NEW.close > {cap} BEGIN SELECT RAISE(ABORT, 'close above the cap of {cap}'); END"))

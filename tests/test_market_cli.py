@@ -42,3 +42,19 @@ def test_beat_refreshes_the_watchlist_daily_and_intraday_then_warms_the_cache() 
     assert daily["kwargs"]["interval"] == "1d" and intraday["kwargs"]["interval"] == "5m"
     assert daily["schedule"].day_of_week == {1, 2, 3, 4, 5} and intraday["schedule"].day_of_week == {1, 2, 3, 4, 5}
     assert intraday["schedule"].minute == set(range(0, 60, 5))
+
+
+def test_market_fetch_takes_a_start_with_a_time_zone(tmp_path: Path) -> None:
+    files = tmp_path / "prices"
+    write(files, "CLIZ", bars(days=4))  # Jan 1..4, 00:00 UTC
+    env = {"DATABASE_URL": f"sqlite:///{tmp_path}/cli.db", "TIMBER_MODEL_CONFIG_DIRS": str(ROOT / "model_configs"),
+           "TIMBER_MARKET_DATA_PROVIDER": "file", "TIMBER_MARKET_DATA_FILES": str(files)}
+    # 2024-01-02 05:00 at +05:00 is Jan 2, 00:00 UTC: three bars, ending before Jan 4 19:00 -05:00 (Jan 5 UTC)
+    fetched = run("market", "fetch", "CLIZ", "--start", "2024-01-02T05:00:00+05:00",
+                  "--end", "2024-01-04T19:00:00-05:00", cwd=tmp_path, env=env)
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert "CLIZ" in fetched.stdout and " ok " in fetched.stdout and " 3 " in fetched.stdout
+    utc = run("market", "fetch", "CLIZ", "--start", "2024-01-01T00:00:00Z", cwd=tmp_path, env=env)
+    assert utc.returncode == 0 and " 1 " in utc.stdout and " 3 " in utc.stdout  # Jan 1 new, the others unchanged
+    bad = run("market", "fetch", "CLIZ", "--start", "soon", cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and "'soon' is not a date" in bad.stderr and "--start" in bad.stderr

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from timber_tasks.errors import ValidationError
 from timber_tasks.jobs import outbox
 
-from .market_helpers import bars, count, stored, write
+from .market_helpers import bars, count, refuse_close_above, stored, write
 from .platforms import Platform
 
 FETCH = "timber.market_data.fetch_prices"
@@ -59,3 +61,27 @@ def test_two_worker_processes_draw_on_one_rate_limit(platform: Platform) -> None
     assert (fetched[-1] - fetched[0]).total_seconds() >= 4.5, fetched
     took = [len(re.findall(r"fetch_batch\[[0-9a-f-]+\] received", platform.log_of(p))) for p, _ in platform.processes]
     assert len(took) == 2 and all(took), took  # both workers fetched
+
+
+def test_a_symbol_whose_bars_the_database_refuses_fails_alone_in_a_job(platform: Platform) -> None:
+    files = Path(platform.env["TIMBER_DATA_DIR"]) / "market_data"
+    for n, symbol in enumerate(["OKJA", "OKJB"]):
+        write(files, symbol, bars(days=6, base=10 * (n + 1)))
+    write(files, "CAPPED", bars(days=6, base=5000))
+    refuse_close_above(platform.timber, 1000)  # a database rule the checks before the write do not know
+    platform.start_worker(queues="market_data")
+    symbols = ["OKJA", "CAPPED", "OKJB"]
+    # The bounds as a caller may send them: with an offset (Jan 2, 00:00 UTC) or without one (UTC).
+    result = platform.task(FETCH).delay(symbols, start="2024-01-02T05:00:00+05:00", end="2024-01-06",
+                                        provider="file").get(timeout=120)
+    answers = result["symbols"]
+    assert answers["OKJA"] == {"status": "ok", "written": 4, "skipped": 0, "rejected": {}, "error": None}
+    assert answers["OKJB"]["status"] == "ok" and answers["OKJB"]["written"] == 4
+    assert answers["CAPPED"]["status"] == "failed" and answers["CAPPED"]["written"] == 0
+    assert answers["CAPPED"]["error"].startswith("the database refused its bars: ")
+    assert "above the cap of 1000" in answers["CAPPED"]["error"]
+    assert result["totals"] == {"symbols": 3, "written": 8, "skipped": 0, "failed": 1}
+    assert sorted(stored(platform.timber, "OKJA")) == [datetime(2024, 1, d) for d in (2, 3, 4, 5)]
+    assert stored(platform.timber, "CAPPED") == {} and count(platform.timber) == 8
+    with pytest.raises(ValidationError, match=r"OhlcvPrice\.start: '2024-13-01' is not a date"):
+        platform.task(FETCH).delay(symbols, start="2024-13-01", provider="file").get(timeout=60)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -76,3 +76,24 @@ def test_the_provider_returns_daily_frames_indexed_in_utc(tmp_path: Path) -> Non
     frames = YFinanceProvider(session=yahoo, cache_dir=tmp_path / "yf").fetch(["UTCA"], START, None, "1d")
     frame = frames.frames["UTCA"]
     assert str(frame.index.tz) == "UTC" and list(frame["Adj Close"]) == [10.5, 11.5]
+
+
+def test_yfinance_is_asked_for_exactly_the_utc_window_whatever_the_exchanges_zone(tmp_path: Path) -> None:
+    yahoo = CannedYahoo({"WINDA": daily_bars("2024-01-02", 5, 10), "WINDB": daily_bars("2024-01-02", 5, 10)})
+    timber = initialize_timber(model_config_dirs=[ROOT / "model_configs"], database_url=f"sqlite:///{tmp_path}/t.db")
+    provider = YFinanceProvider(session=yahoo, cache_dir=tmp_path / "yfinance")
+    limiter = LocalRateLimiter("yahoo-test", rate=1000, burst=100, folder=tmp_path / "limits")
+    start, end = datetime(2024, 1, 3), datetime(2024, 1, 6)  # naive: UTC, as watermarks are stored
+    result = ingest.fetch_and_store(timber, ["WINDA"], start=start, end=end, provider=provider, limiter=limiter)
+    # An exchange in New York: yfinance would read naive bounds there, 5 hours late.
+    asked = [params for symbol, params in yahoo.charts if symbol == "WINDA" and "period1" in params]
+    assert [(int(p["period1"]), int(p["period2"])) for p in asked] == [
+        (int(start.replace(tzinfo=UTC).timestamp()), int(end.replace(tzinfo=UTC).timestamp()))]
+    assert result["WINDA"]["written"] == 3  # the bars of Jan 3, 4 and 5 (14:30 UTC each)
+    plus_two = timezone(timedelta(hours=2))
+    aware = ingest.fetch_and_store(timber, ["WINDB"], start="2024-01-03T02:00:00+02:00",
+                                   end=datetime(2024, 1, 6, 2, tzinfo=plus_two), provider=provider, limiter=limiter)
+    asked = [params for symbol, params in yahoo.charts if symbol == "WINDB" and "period1" in params]
+    assert [(int(p["period1"]), int(p["period2"])) for p in asked] == [
+        (int(start.replace(tzinfo=UTC).timestamp()), int(end.replace(tzinfo=UTC).timestamp()))]
+    assert aware["WINDB"]["written"] == 3

@@ -18,20 +18,23 @@ app = typer.Typer(no_args_is_help=True, help="Market data: fetch prices into the
 Interval = Annotated[str, typer.Option("--interval", help="Bar size: 1d, 1h, 5m, 1wk, ...")]
 
 
-def _date(value: str | None) -> datetime | None:
-    if not value:
-        return None
+def _date(value: str | None, name: str) -> datetime | None:
+    """The option as naive UTC (with an offset converted, without one taken as UTC)."""
+    from timber_tasks.errors import ValidationError
+    from timber_tasks.market_data.normalize import as_utc
+
     try:
-        return datetime.fromisoformat(value)
-    except ValueError as exc:
-        raise typer.BadParameter(f"{value!r} is not a date (YYYY-MM-DD or ISO date-time)") from exc
+        return as_utc(value, name)
+    except ValidationError as exc:
+        raise typer.BadParameter(exc.message, param_hint=f"--{name}") from exc
 
 
 @app.command("fetch")
 def fetch(
     symbols: Annotated[list[str], typer.Argument(help="Ticker symbols, e.g. AAPL MSFT.")],
-    start: Annotated[str | None, typer.Option(help="First bar (default: watermark minus the look-back).")] = None,
-    end: Annotated[str | None, typer.Option(help="Stop before this time (default: now).")] = None,
+    start: Annotated[str | None, typer.Option(help="First bar, ISO date or date-time; no offset means UTC "
+                                                   "(default: watermark minus the look-back).")] = None,
+    end: Annotated[str | None, typer.Option(help="Stop before this time, as --start (default: now).")] = None,
     interval: Interval = "1d",
     provider: Annotated[str | None, typer.Option(help="yfinance or file (default TIMBER_MARKET_DATA_PROVIDER).")]
     = None,
@@ -40,11 +43,12 @@ def fetch(
     from timber_tasks.market_data import ingest
     from timber_tasks.runtime import initialize_timber
 
+    first, stop = _date(start, "start"), _date(end, "end")
     with reported_errors():
         timber = initialize_timber()
         with Progress(console=err_console, transient=True) as progress:
             bar = progress.add_task("fetching", total=len(symbols))
-            results = ingest.fetch_and_store(timber, symbols, interval=interval, start=_date(start), end=_date(end),
+            results = ingest.fetch_and_store(timber, symbols, interval=interval, start=first, end=stop,
                                              provider=provider, on_progress=lambda n: progress.advance(bar, n))
     show_results(results)
     if any(r["status"] == "failed" for r in results.values()):

@@ -17,9 +17,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pandas as pd
+from sqlalchemy import exc as sa_exc
 
+from timber_tasks.jobs.faults import is_transient
 from timber_tasks.market_data import store
-from timber_tasks.market_data.normalize import check_interval, normalize_many
+from timber_tasks.market_data.normalize import as_utc, check_interval, normalize_many, rules_for
 from timber_tasks.market_data.providers.base import Provider, get_provider
 from timber_tasks.models.defaults import utcnow
 from timber_tasks.stores.ratelimit import RateLimiter, rate_limiter
@@ -63,14 +65,25 @@ def default_limiter(timber: Any, provider: str) -> RateLimiter:
                         redis_url=timber.settings.redis_url, data_dir=timber.settings.data_dir)
 
 
-def fetch_and_store(timber: Any, symbols: list[str], *, interval: str = "1d", start: datetime | None = None,
-                    end: datetime | None = None, provider: Provider | str | None = None,
+def fetch_and_store(timber: Any, symbols: list[str], *, interval: str = "1d", start: datetime | str | None = None,
+                    end: datetime | str | None = None, provider: Provider | str | None = None,
                     limiter: RateLimiter | None = None, lookback: timedelta | None = None,
                     rate_limit_retries: int = 4, backoff: float = 1.0,
                     on_progress: Callable[[int], None] | None = None) -> dict[str, dict[str, Any]]:
-    """Fetch, normalise and upsert; returns {symbol: SymbolResult as a dict}."""
+    """Fetch, normalise and upsert; returns {symbol: SymbolResult as a dict}.
+
+    start/end: datetimes or ISO strings; with an offset they are converted to UTC, without one they are UTC.
+    """
     check_interval(interval)
+    start, end = as_utc(start, "start"), as_utc(end, "end")
     symbols = list(dict.fromkeys(s.strip().upper() for s in symbols if s.strip()))
+    results: dict[str, SymbolResult] = {}
+    # A symbol the tables cannot hold fails alone, before any request (PostgreSQL would refuse its whole chunk).
+    longest = timber.get_model(store.PRICE_MODEL).__table__.c.symbol.type.length
+    for symbol in symbols:
+        if longest and len(symbol) > longest:
+            results[symbol] = SymbolResult("failed", error=f"longer than the {longest} characters of "
+                                                            f"{store.PRICE_MODEL}.symbol")
     if not isinstance(provider, Provider):
         provider = get_provider(provider, data_dir=timber.settings.data_dir)
     limiter = limiter or default_limiter(timber, provider.name)
@@ -80,11 +93,10 @@ def fetch_and_store(timber: Any, symbols: list[str], *, interval: str = "1d", st
                  store.load_watermarks(session, Watermark, symbols, interval).items()}
     now = utcnow()
     groups: dict[datetime, list[str]] = defaultdict(list)
-    for symbol in symbols:
+    for symbol in (s for s in symbols if s not in results):
         mark = marks.get(symbol, (None, None))[0]
         begin = start or (mark - (lookback or lookback_for(interval)) if mark else first_start(interval, now))
         groups[begin].append(symbol)
-    results: dict[str, SymbolResult] = {}
     for begin, members in sorted(groups.items()):
         for i in range(0, len(members), CHUNK):
             chunk = members[i:i + CHUNK]
@@ -127,22 +139,66 @@ def _fetch(provider: Provider, limiter: RateLimiter, symbols: list[str], start: 
 
 def _store(timber: Any, interval: str, source: str, symbols: list[str], frames: dict[str, pd.DataFrame],
            results: dict[str, SymbolResult]) -> None:
-    """Normalise, then upsert the bars and the watermarks in one transaction."""
-    normalized = normalize_many(frames, interval, source)
+    """Normalise, then upsert the bars and the watermarks in one transaction.
+
+    Should the database still refuse the chunk for its data (a constraint the checks here do not know),
+    each symbol is written alone, so only the one whose rows are refused fails, with the database's reason.
+    Transient faults (lost connection, deadlock) propagate: the job retries them.
+    """
+    Price = timber.get_model(store.PRICE_MODEL)
+    normalized = normalize_many(frames, interval, source, rules_for(Price))
     frame = normalized.frame
     results.update({s: SymbolResult("failed", error=e) for s, e in normalized.errors.items()})
-    newest = {str(s): ts.to_pydatetime() for s, ts in frame.groupby("symbol")["ts"].max().items()}
+    kept = set(frame["symbol"].unique())
     for symbol in frames:
         if symbol in normalized.errors:
             continue
         rejected = normalized.rejected.get(symbol, {})
-        if rejected and symbol not in newest:
+        if rejected and symbol not in kept:
             error = f"all {sum(rejected.values())} rows rejected"
             results[symbol] = SymbolResult("failed", rejected=rejected, error=error)
         else:  # no rows at all is fine: nothing new in the range
             results[symbol] = SymbolResult("partial" if rejected else "ok", rejected=rejected)
-    good = not frame.empty
+    try:
+        _write(timber, interval, source, symbols, frame, results)
+        return
+    except (sa_exc.DataError, sa_exc.IntegrityError) as exc:
+        if is_transient(exc):
+            raise
+        chunk_error = exc
+
+    def refuse(symbol: str, exc: sa_exc.DBAPIError) -> None:
+        log.warning("the database refused the bars of %s: %s", symbol, _reason(exc))
+        before = results.get(symbol) or SymbolResult()
+        results[symbol] = SymbolResult("failed", rejected=before.rejected,
+                                       error=f"the database refused its bars: {_reason(exc)}")
+        try:
+            _write(timber, interval, source, [symbol], frame.iloc[0:0], results)  # its watermark says so
+        except (sa_exc.DataError, sa_exc.IntegrityError) as again:
+            if is_transient(again):
+                raise
+            log.warning("the watermark of %s cannot be saved either: %s", symbol, _reason(again))
+
+    if len(symbols) == 1:
+        refuse(symbols[0], chunk_error)
+        return
+    log.warning("storing %d symbols failed (%s); storing them one at a time", len(symbols), _reason(chunk_error))
+    parts = dict(tuple(frame.groupby("symbol")))
+    for symbol in symbols:
+        try:
+            _write(timber, interval, source, [symbol], parts.get(symbol, frame.iloc[0:0]), results)
+        except (sa_exc.DataError, sa_exc.IntegrityError) as exc:
+            if is_transient(exc):
+                raise
+            refuse(symbol, exc)
+
+
+def _write(timber: Any, interval: str, source: str, symbols: list[str], frame: pd.DataFrame,
+           results: dict[str, SymbolResult]) -> None:
+    """One transaction: these symbols' bars, and their watermarks (moved to their newest bar)."""
     Price, Watermark = timber.get_model(store.PRICE_MODEL), timber.get_model(store.WATERMARK_MODEL)
+    good = not frame.empty
+    newest = {str(s): ts.to_pydatetime() for s, ts in frame.groupby("symbol")["ts"].max().items()} if good else {}
     with timber.db.session_scope() as session:
         upserted = store.upsert_prices(session, Price, frame) if good else store.Upserted()
         fetched = frame.groupby("symbol").size().to_dict() if good else {}
@@ -158,6 +214,12 @@ def _store(timber: Any, interval: str, source: str, symbols: list[str], frames: 
                          "last_error": result.error, "source": source})
         store.save_watermarks(session, Watermark, rows)
         store.declare_writes(session, Price, upserted)
+
+
+def _reason(exc: sa_exc.DBAPIError) -> str:
+    """The driver's error class and first line, e.g. "CheckViolation: new row ... violates check constraint"."""
+    orig = exc.orig if exc.orig is not None else exc
+    return f"{type(orig).__name__}: {str(orig).strip().splitlines()[0] if str(orig).strip() else ''}"
 
 
 def warm_latest(timber: Any, symbols: list[str], interval: str) -> int:

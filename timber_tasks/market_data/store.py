@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import Column, MetaData, Table, case, select, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -71,9 +72,15 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
 
 def _copy(conn: Any, frame: pd.DataFrame) -> None:
     columns = ", ".join(f'"{c}"' for c in COLUMNS)
+    sql = f"COPY {STAGE} ({columns}) FROM STDIN WITH (FORMAT csv)"
+    dbapi_error = conn.dialect.loaded_dbapi.Error
     cursor = conn.connection.dbapi_connection.cursor()
     try:
-        cursor.copy_expert(f"COPY {STAGE} ({columns}) FROM STDIN WITH (FORMAT csv)", csv_bytes(frame))
+        cursor.copy_expert(sql, csv_bytes(frame))
+    except dbapi_error as exc:
+        # The raw cursor bypasses SQLAlchemy: wrap its error as SQLAlchemy would (DataError, OperationalError, ...),
+        # so callers tell bad data from transient faults the same way for COPY as for every statement.
+        raise sa_exc.DBAPIError.instance(sql, None, exc, dbapi_error) from exc
     finally:
         cursor.close()
 

@@ -5,7 +5,6 @@ pandas and yfinance load only when a market-data job runs (imports inside the jo
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from celery import chord, shared_task
@@ -14,10 +13,6 @@ from timber_tasks.jobs import outbox
 from timber_tasks.tasks.base import TimberTask, get_timber
 
 BATCH_SIZE = 50  # symbols per job: one provider call and one transaction per CHUNK of them
-
-
-def _when(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
 
 
 def _symbols(symbols: list[str] | str) -> list[str]:
@@ -29,11 +24,16 @@ def _symbols(symbols: list[str] | str) -> list[str]:
 def fetch_prices(self: TimberTask, symbols: list[str] | str, start: str | None = None, end: str | None = None,
                  interval: str = "1d", provider: str | None = None, batch_size: int = BATCH_SIZE,
                  warm: bool = False) -> Any:
-    """fetch_prices.delay(["AAPL", ...], start="2024-01-01", interval="1d"): bigger lists fan out as a chord."""
-    from timber_tasks.market_data.normalize import check_interval
+    """fetch_prices.delay(["AAPL", ...], start="2024-01-01", interval="1d"): bigger lists fan out as a chord.
+
+    start/end: ISO strings, with an offset ("2024-01-01T09:30:00-05:00", "...Z") or without (UTC).
+    """
+    from timber_tasks.market_data.normalize import as_utc, check_interval
 
     names = _symbols(symbols)
     check_interval(interval)
+    as_utc(start, "start")  # a bad date fails this job at once, not each of its batches
+    as_utc(end, "end")
     if len(names) <= batch_size:
         return merge_results([fetch_batch(names, start, end, interval, provider)], interval if warm else None)
     batches = [fetch_batch.s(names[i:i + batch_size], start, end, interval, provider)
@@ -51,8 +51,7 @@ def fetch_batch(symbols: list[str], start: str | None = None, end: str | None = 
     """One batch: {symbol: {status, written, skipped, rejected, error}}."""
     from timber_tasks.market_data import ingest
 
-    return ingest.fetch_and_store(get_timber(), symbols, interval=interval, start=_when(start), end=_when(end),
-                                  provider=provider)
+    return ingest.fetch_and_store(get_timber(), symbols, interval=interval, start=start, end=end, provider=provider)
 
 
 @shared_task(base=TimberTask, name="timber.market_data.merge_results")

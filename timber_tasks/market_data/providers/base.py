@@ -52,7 +52,11 @@ class Provider(ABC):
 
     @abstractmethod
     def fetch(self, symbols: list[str], start: datetime, end: datetime | None, interval: str) -> ProviderResult:
-        """Bars with start <= timestamp < end (end None: up to now), as raw frames per symbol."""
+        """Bars with start <= timestamp < end (end None: up to now), as raw frames per symbol.
+
+        start/end arrive as naive UTC (normalize.as_utc): a provider whose API reads naive times in another
+        zone must say they are UTC (yfinance gets epoch seconds).
+        """
 
     def requests_for(self, symbols: list[str]) -> int:
         """How many rate-limit tokens a fetch of these symbols costs (one request per symbol by default)."""

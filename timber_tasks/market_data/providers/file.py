@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from timber_tasks.market_data.normalize import as_utc
 from timber_tasks.market_data.providers.base import FILES_ENV, Provider, ProviderResult
 
 TIME_COLUMNS = ("timestamp", "datetime", "date", "ts", "time")
@@ -48,11 +49,16 @@ class FileProvider(Provider):
                 result.errors[symbol] = f"{path}: unreadable: {exc}"
                 continue
             index = frame.index
-            keep = index >= pd.Timestamp(start, tz="UTC")
+            keep = index >= _utc(start)
             if end is not None:
-                keep &= index < pd.Timestamp(end, tz="UTC")
+                keep &= index < _utc(end)
             result.frames[symbol] = frame[keep]
         return result
+
+
+def _utc(moment: datetime) -> pd.Timestamp:
+    """A bound as an aware UTC timestamp, whether it came naive (UTC) or with any zone."""
+    return pd.Timestamp(as_utc(moment) or moment, tz="UTC")
 
 
 def read_bars(path: Path) -> pd.DataFrame:

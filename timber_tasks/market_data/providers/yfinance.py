@@ -6,7 +6,7 @@ import ast
 import logging
 import threading
 import warnings
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,9 @@ class YFinanceProvider(Provider):
     def fetch(self, symbols: list[str], start: datetime, end: datetime | None, interval: str) -> ProviderResult:
         import yfinance
 
+        # yfinance reads a naive start/end in the exchange's time zone (New York: 4-5 hours off); ours are UTC,
+        # so hand it epoch seconds, which it takes as they are.
+        first, stop = _epoch(start), _epoch(end) if end is not None else None
         capture = _ErrorCapture()
         logger = logging.getLogger("yfinance")
         with _download_lock, warnings.catch_warnings():
@@ -67,7 +70,7 @@ class YFinanceProvider(Provider):
             logger.addHandler(capture)
             try:
                 data = yfinance.download(
-                    symbols, start=start, end=end, interval=interval, auto_adjust=False, actions=True,
+                    symbols, start=first, end=stop, interval=interval, auto_adjust=False, actions=True,
                     group_by="ticker", threads=False, progress=False, session=self.session,
                     timeout=self.timeout, multi_level_index=True)
             finally:
@@ -90,3 +93,10 @@ class YFinanceProvider(Provider):
                 frame = frame.tz_localize("UTC")
             result.frames[symbol] = frame
         return result
+
+
+def _epoch(moment: datetime) -> int:
+    """Seconds since 1970 of a bound given naive (UTC) or with a zone."""
+    from timber_tasks.market_data.normalize import as_utc
+
+    return int((as_utc(moment) or moment).replace(tzinfo=UTC).timestamp())
