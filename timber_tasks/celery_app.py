@@ -14,7 +14,7 @@ from kombu import Queue
 from timber_tasks import runtime
 from timber_tasks.brokers import broker_keeps_unacked, is_embedded, is_redis, settings_of
 from timber_tasks.errors import ConfigError
-from timber_tasks.jobs.sealing import SERIALIZER, register_serializer
+from timber_tasks.jobs.sealing import SERIALIZER, hide_argsrepr, register_serializer
 from timber_tasks.queues import QUEUES, ROUTES
 from timber_tasks.settings import Settings
 
@@ -32,6 +32,8 @@ def embedded_transport_options(settings: Settings) -> dict[str, Any]:
 def make_celery(settings: Settings | None = None) -> Celery:
     settings = settings or Settings.load()
     register_serializer()
+    # argsrepr/kwargsrepr travel in clear (broker, Flower): say only that the arguments are sealed.
+    signals.before_task_publish.connect(hide_argsrepr, weak=False, dispatch_uid="timber-hide-argsrepr")
     broker = settings.resolved_broker_url
     if is_embedded(broker):
         transport_options = embedded_transport_options(settings)

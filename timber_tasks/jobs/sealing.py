@@ -82,14 +82,11 @@ def _decode(data: str | bytes) -> Any:
 
 
 def register_serializer() -> None:
-    """Register `timber-json` with kombu (idempotent) and hide arguments in message headers."""
+    """Register `timber-json` with kombu (idempotent)."""
     register(SERIALIZER, _encode, _decode, content_type=CONTENT_TYPE, content_encoding="utf-8")
-    from celery.signals import before_task_publish
-
-    before_task_publish.connect(_hide_argsrepr, weak=False, dispatch_uid="timber-hide-argsrepr")
 
 
-def _hide_argsrepr(headers: dict[str, Any] | None = None, **_: Any) -> None:
+def hide_argsrepr(headers: dict[str, Any] | None = None, **_: Any) -> None:
     """argsrepr/kwargsrepr go to the broker and Flower in clear: say only that the arguments are sealed."""
     if headers is not None and keyring() is not None:
         headers["argsrepr"] = headers["kwargsrepr"] = HIDDEN
