@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from timber_tasks.cli import market
+from timber_tasks.cli import gdpr, market
 from timber_tasks.cli.common import AppName, ConfigDirs, DatabaseUrl, console, err_console, reported_errors
 from timber_tasks.cli.watch import WatchedWorker
 from timber_tasks.features.encryption import generate_key
@@ -70,6 +70,7 @@ def demo(database_url: DatabaseUrl = None, dirs: ConfigDirs = None, app_name: Ap
         _show(rows)
         market.demo_step(app, timber, worker.wait_until)
         _show_state(timber)
+        gdpr.demo_step(app, timber, worker.wait_until)  # last: erases the sample user the jobs above wrote
         unfinished = [key for key, _, state, _ in rows if key != EXPECTED_FAILURE and "done" not in state]
         if unfinished:
             err_console.print(f"[red]error:[/red] job(s) {', '.join(unfinished)} did not finish; "
