@@ -27,10 +27,16 @@ STORE_TYPES: tuple[type[PersonalDataStore], ...] = (
     CeleryResultStore,
 )
 
+# Each URL Settings can configure, and the store that covers what it points at (tests check both ways).
+SETTINGS_STORES = {"database_url": DatabaseStore.name, "result_backend_url": CeleryResultStore.name,
+                   "redis_url": CacheStore.name, "qdrant_url": VectorStore.name}
+NOT_A_STORE = {"broker_url": "jobs in flight only: sealed, and gone once a worker takes them (the outbox copy of a "
+                             "job about the subject is erased)"}
+
 
 def open_stores(timber: Any) -> list[PersonalDataStore]:
     """Every store of this Timber, in erasure order."""
     return [store_type(timber) for store_type in STORE_TYPES]
 
 
-__all__ = ["STORE_TYPES", "ExportSink", "PersonalDataStore", "Progress", "open_stores", "unclaimed_models"]
+__all__ = ["NOT_A_STORE", "SETTINGS_STORES", "STORE_TYPES", "ExportSink", "PersonalDataStore", "Progress", "open_stores", "unclaimed_models"]

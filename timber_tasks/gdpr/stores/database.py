@@ -71,18 +71,19 @@ def plan(registry: Any) -> list[Part]:
 
 def unclaimed_models(registry: Any) -> list[str]:
     """Models that point at a subject's rows (foreign key or cascade) but no GDPR block or include covers."""
-    parts = plan(registry)
-    claimed = {p.model.__table__.name for p in parts}
+    claimed = {p.model.__table__.name for p in plan(registry)}
+    reached = set(claimed)  # tables holding a subject's rows: claimed ones, then whatever points at them
     missing: list[str] = []
     changed = True
     while changed:
         changed = False
         for model in registry:
             table = model.__table__
-            if table.name in claimed or model.timber_spec.name in missing:
+            if table.name in reached:
                 continue
-            if any(fk.column.table.name in claimed for fk in table.foreign_keys):
+            if any(fk.column.table.name in reached for fk in table.foreign_keys):
                 missing.append(model.timber_spec.name)
+                reached.add(table.name)
                 changed = True
     return missing
 
