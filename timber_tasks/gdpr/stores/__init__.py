@@ -39,4 +39,5 @@ def open_stores(timber: Any) -> list[PersonalDataStore]:
     return [store_type(timber) for store_type in STORE_TYPES]
 
 
-__all__ = ["NOT_A_STORE", "SETTINGS_STORES", "STORE_TYPES", "ExportSink", "PersonalDataStore", "Progress", "open_stores", "unclaimed_models"]
+__all__ = ["NOT_A_STORE", "SETTINGS_STORES", "STORE_TYPES", "ExportSink", "PersonalDataStore", "Progress",
+           "open_stores", "unclaimed_models"]
