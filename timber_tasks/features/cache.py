@@ -256,11 +256,16 @@ class CacheManager:
     # -- entries by content (GDPR erasure and verify) ----------------------------------------
 
     def l1_records(self, model: type[Any]) -> list[tuple[str, dict[str, Any]]]:
-        """This process's L1 entries of a model, as (key, record)."""
+        """This process's servable L1 entries of a model, as (key, record); invalidated ones are dropped now."""
         mc = self._models.get(model)
         if mc is None:
             return []
+        model_gen, now = self.generations.read(mc.model_slot), time.monotonic()
         with self._lock:
+            stale = [key for key, entry in mc.l1.items() if entry.model_gen != model_gen or entry.expires <= now
+                     or entry.gen != self.generations.read(self._slot(mc, key))]
+            for key in stale:  # what a read would do: another process's invalidation outdated them
+                del mc.l1[key]
             return [(key, json.loads(entry.payload)) for key, entry in mc.l1.items()]
 
     def drop_l1(self, model: type[Any], keys: Iterable[str]) -> None:
