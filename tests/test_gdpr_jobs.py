@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from timber_tasks import gdpr
 from timber_tasks.gdpr.tables import ErasureRecord
 from timber_tasks.tasks.gdpr import erase_user
 
+from .conftest import ROOT
 from .gdpr_helpers import seed_subject
 from .platforms import Platform, wait_for
 from .test_faults import FAST_RECOVERY, _fast_beat
@@ -38,6 +41,13 @@ def test_export_and_erasure_jobs_on_the_gdpr_queue_leave_nothing_of_the_subject(
     manifest = gdpr.read_manifest(out)
     assert exported["counts"] == manifest["row_counts"] and manifest["row_counts"]["Notification"] == 2
     assert "celery_results" in gdpr.verify_subject(platform.timber, ADA).found
+    # The operator's way: the CLI enqueues the same job and follows it until the file is there.
+    by_cli = tmp_path / "exports" / "ada-cli.zip"
+    cli = subprocess.run([sys.executable, "-m", "timber_tasks.cli", "gdpr", "export", ADA, "--out", str(by_cli),
+                          "--via-worker", "--timeout", "60"], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, **platform.env, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    assert gdpr.read_manifest(by_cli)["row_counts"] == manifest["row_counts"]
 
     erased = erase_user(ADA, requested_by="test").get(timeout=60)
     assert erased["counts"]["database"] > 0 and erased["counts"]["celery_results"] >= 1
