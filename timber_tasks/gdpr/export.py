@@ -28,6 +28,7 @@ from timber_tasks.models.defaults import utcnow
 
 SPOOL_BYTES = 1 << 20  # CSV bytes kept in memory before the spool moves to disk
 COPY_BYTES = 1 << 16
+WRITE_ROWS = 500  # JSON lines joined per write into the archive
 
 
 class _HashingWriter:
@@ -58,12 +59,19 @@ class ZipSink:
             table = csv.writer(csv_text)
             table.writerow(csv_fields)
             jsonl = f"data/{name}.jsonl"
+            encode = json.JSONEncoder(ensure_ascii=False, default=str).encode
             with self.zf.open(jsonl, "w", force_zip64=True) as member:
                 out = _HashingWriter(member)
+                lines: list[str] = []
                 for row in rows:
-                    out.write((json.dumps(row, ensure_ascii=False, default=str) + "\n").encode("utf-8"))
+                    lines.append(encode(row))
                     table.writerow([_cell(row.get(f)) for f in csv_fields])
                     count += 1
+                    if len(lines) == WRITE_ROWS:
+                        out.write(("\n".join(lines) + "\n").encode("utf-8"))
+                        lines.clear()
+                if lines:
+                    out.write(("\n".join(lines) + "\n").encode("utf-8"))
             self.hashes[jsonl] = out.sha.hexdigest()
             csv_text.flush()
             spool.seek(0)
@@ -79,7 +87,7 @@ class ZipSink:
 
 
 def _cell(value: Any) -> Any:
-    return json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else value
+    return json.dumps(value, ensure_ascii=False) if type(value) in (dict, list) else value
 
 
 @dataclass(frozen=True)
