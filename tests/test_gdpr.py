@@ -275,3 +275,12 @@ def test_sealed_payloads_are_matched_in_clear_but_stored_sealed(timber: Timber) 
         raw = " ".join(str(v) for v in conn.execute(text("SELECT args FROM timber_outbox")).scalars())
     assert ADA not in raw  # the outbox keeps tokens ...
     assert gdpr.verify_subject(timber, ADA).found["outbox"] == 1  # ... which the store opens with the key ring
+
+
+def test_a_subject_recreated_by_the_same_job_keys_after_an_erasure_is_erased_again(timber: Timber) -> None:
+    user = {"id": ADA, "email": "ada@example.com", "username": "ada"}
+    for _ in range(2):  # e.g. the demo, run twice: its jobs carry keys that name the subject
+        persistence.persist(timber, "User", "create", user, idempotency_key=f"create-{ADA}")
+        assert "job_records" in gdpr.verify_subject(timber, ADA).found
+        gdpr.erase_subject(timber, ADA, requested_by="test")
+        assert gdpr.verify_subject(timber, ADA).clean, gdpr.verify_subject(timber, ADA).found

@@ -226,17 +226,25 @@ def demo_step(celery_app: Any, timber: Any, wait_until: Callable[[Callable[[], A
     console.print(f"[bold]GDPR[/bold] (user {DEMO_USER!r}, jobs on the gdpr queue):")
     job = celery_app.tasks["timber.gdpr.export"].delay(DEMO_USER, str(out), True, "demo")
     wait_until(job.ready, "the GDPR export job")
-    exported = job.get(timeout=10)
+    exported = _outcome(job, "export")
     console.print(f"exported {sum(exported['counts'].values())} row(s) to {out} "
                   f"({', '.join(f'{k} {v}' for k, v in exported['counts'].items() if v)})")
     from timber_tasks.tasks.gdpr import erase_user
 
     erasure = erase_user(DEMO_USER, requested_by="demo")
     wait_until(erasure.ready, "the GDPR erasure job")
-    erased = erasure.get(timeout=10)["counts"]
+    erased = _outcome(erasure, "erasure")["counts"]
     console.print(f"erased: {', '.join(f'{k} {v}' for k, v in erased.items())}")
     residue = verify_subject(timber, DEMO_USER)
     if not residue.clean:
         err_console.print(f"[red]error:[/red] after the erasure, data of {DEMO_USER!r} is left in {residue.found}")
         raise typer.Exit(1)
     console.print(f"verify: [green]nothing left[/green] of {DEMO_USER!r} in any store")
+
+
+def _outcome(job: Any, what: str) -> Any:
+    try:
+        return job.get(timeout=10)
+    except Exception as exc:  # said plainly, and the demo fails: it must end with nothing left
+        err_console.print(f"[red]error:[/red] the GDPR {what} job {job.id} failed: {exc}", highlight=False)
+        raise typer.Exit(1) from exc

@@ -44,9 +44,13 @@ class JobRecordStore(PersonalDataStore):
                 # Keep the record (a redelivered job stays a no-op), without the data.
                 result = record.result if isinstance(record.result, dict) else {}
                 redacted = {k: result[k] for k in ("model", "operation", "count") if k in result}
+                new_key = ERASED_KEY + subject.hash[:16] + ":" + _short_hash(key) if in_key else key
+                if new_key != key and session.get(JobRecord, new_key) is not None:
+                    # The same job ran again after an earlier erasure: its erased record is there already.
+                    session.execute(delete(JobRecord).where(JobRecord.idempotency_key == key))
+                    continue
                 session.execute(update(JobRecord).where(JobRecord.idempotency_key == key).values(
-                    result={**redacted, "erased": True},
-                    idempotency_key=ERASED_KEY + subject.hash[:16] + ":" + _short_hash(key) if in_key else key))
+                    result={**redacted, "erased": True}, idempotency_key=new_key))
         return len(found)
 
     def residue(self, subject: Subject) -> dict[str, int]:
