@@ -92,8 +92,14 @@ def child(action: str, user: str, out_dir: str, traced: bool) -> None:
         gdpr.export_subject(timber, "warm-up", Path(out_dir) / "warm-up.zip", force=True, actor="bench")
     elif action == "erase":
         gdpr.erase_subject(timber, "warm-up", requested_by="bench")
-    with timber.db.engine.connect() as conn:
-        conn.exec_driver_sql("SELECT 1")
+    Event = timber.get_model("TrackedEvent")
+    from sqlalchemy import select
+
+    def plain_select(who: str) -> int:
+        with timber.db.session_scope() as session:
+            return len(session.execute(select(Event.__table__).where(Event.user_id == who)).all())
+
+    plain_select("warm-up")
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if traced:
         tracemalloc.start()
@@ -103,12 +109,7 @@ def child(action: str, user: str, out_dir: str, traced: bool) -> None:
     elif action == "erase":
         gdpr.erase_subject(timber, user, requested_by="bench")
     else:
-        Event = timber.get_model("TrackedEvent")
-        from sqlalchemy import select
-
-        with timber.db.session_scope() as session:
-            rows = session.execute(select(Event.__table__).where(Event.user_id == user)).all()
-            assert rows
+        assert plain_select(user)
     seconds = time.perf_counter() - started
     heap = tracemalloc.get_traced_memory()[1] if traced else 0
     grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before  # KiB

@@ -284,3 +284,13 @@ def test_a_subject_recreated_by_the_same_job_keys_after_an_erasure_is_erased_aga
         assert "job_records" in gdpr.verify_subject(timber, ADA).found
         gdpr.erase_subject(timber, ADA, requested_by="test")
         assert gdpr.verify_subject(timber, ADA).clean, gdpr.verify_subject(timber, ADA).found
+
+
+def test_a_completed_erasure_also_settles_earlier_unfinished_requests_for_the_subject(timber: Timber) -> None:
+    seed_subject(timber, ADA)
+    stale = gdpr.request_erasure(timber, ADA, requested_by="a job that died")
+    gdpr.erase_subject(timber, ADA, requested_by="test")
+    assert gdpr.unfinished(timber) == [] and gdpr.verify_subject(timber, ADA).clean
+    with timber.db.session_scope() as session:
+        record = session.get(ErasureRecord, stale)
+        assert record is not None and record.status == "completed" and record.sealed_subject is None

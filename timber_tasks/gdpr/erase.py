@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from timber_tasks.gdpr import audit
 from timber_tasks.gdpr.stores import open_stores
@@ -79,6 +79,11 @@ def run_erasure(timber: Any, request_id: str, *, on_step: StepDone | None = None
         assert record is not None
         record.status, record.completed_at, record.counts = "completed", utcnow(), counts
         record.sealed_subject = None  # from here on the ledger holds only the keyed hash
+        # Earlier requests for the same subject that never finished are satisfied by this run.
+        session.execute(update(ErasureRecord).where(
+            ErasureRecord.subject_hash == subject.hash, ErasureRecord.status != "completed",
+            ErasureRecord.id != request_id).values(status="completed", completed_at=utcnow(), sealed_subject=None,
+                                                   counts={"completed_by": request_id}))
     _append_to_ledger_file(timber, request_id, subject.hash)
     audit.record(timber, action, subject.hash, requested_by, counts)
     return ErasureReport(request_id, subject.hash, counts)
