@@ -9,7 +9,6 @@ import json
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import func, insert, select, text
@@ -19,6 +18,7 @@ from timber_tasks.gdpr import audit
 from timber_tasks.gdpr.stores.database import DatabaseStore
 from timber_tasks.gdpr.tables import AuditEntry, ErasureRecord, PersonalDataChange
 from timber_tasks.jobs import persistence
+from timber_tasks.models.records import validate_record
 from timber_tasks.runtime import Timber
 
 from .conftest import ROOT
@@ -108,8 +108,7 @@ def test_an_export_holds_every_model_decrypted_with_a_manifest_whose_hashes_matc
     assert events[0] == ["app_name", "event_type", "properties", "occurred_at"] and len(events) == 4
     assert BOB not in b"".join(files.values()).decode()
     assert calls and calls[-1][1] == calls[-1][2]  # progress reached the total of its part
-    assert [e.action for e in audit.entries(timber, manifest and report.manifest and
-                                            gdpr.Subject.of(timber, ADA).hash)] == ["export"]
+    assert [e.action for e in audit.entries(timber, gdpr.Subject.of(timber, ADA).hash)] == ["export"]
 
 
 def test_an_unknown_user_gets_an_empty_export_whose_manifest_says_so(timber: Timber, tmp_path: Path) -> None:
@@ -162,26 +161,21 @@ def _restore(timber: Timber, backup: Path) -> None:
     """Put the rows of an export back, as a database restore would (the ledger table goes back too)."""
     with zipfile.ZipFile(backup) as zf:
         manifest = json.loads(zf.read("manifest.json"))
-        order = ["User", "Session", "StockResearchSession", "StockResearchSession.research_data", "TrackedEvent",
-                 "Order", "Notification"]
-        for part in order:
-            model = timber.get_model(part.split(".")[0] if "." not in part else "ResearchData")
+        parents_first = {"User": "User", "Session": "Session", "StockResearchSession": "StockResearchSession",
+                         "StockResearchSession.research_data": "ResearchData", "TrackedEvent": "TrackedEvent",
+                         "Order": "Order", "Notification": "Notification"}
+        for part, name in parents_first.items():
+            model = timber.get_model(name)
             rows = [json.loads(line) for line in zf.read(f"data/{part}.jsonl").splitlines()]
             if rows:
                 table = model.__table__
-                records = [persistence_values(model, r) for r in rows]
+                records = [validate_record(model, r) for r in rows]
                 with timber.db.engine.begin() as conn:  # the backup's version of each row replaces today's
                     conn.execute(table.delete().where(table.c.id.in_([r["id"] for r in records])))
                     conn.execute(insert(table), records)
         assert manifest["subject_found"]
     with timber.db.session_scope() as session:
         session.execute(ErasureRecord.__table__.delete())
-
-
-def persistence_values(model: Any, row: dict[str, Any]) -> dict[str, Any]:
-    from timber_tasks.models.records import validate_record
-
-    return validate_record(model, row)
 
 
 def test_replaying_the_ledger_after_a_restore_erases_the_restored_subject_again(

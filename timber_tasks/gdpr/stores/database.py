@@ -7,7 +7,6 @@ without ON DELETE never block the delete of a parent row.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -199,7 +198,3 @@ def _article_15(part: Part) -> dict[str, Any]:
     if part.via:
         info["reached_through"] = part.via
     return info
-
-
-def dumps(row: dict[str, Any]) -> str:
-    return json.dumps(row, ensure_ascii=False, default=str)

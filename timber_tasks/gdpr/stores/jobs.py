@@ -6,6 +6,7 @@ opens them with the key ring as rows stream past, so matching happens on the cle
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,8 +60,6 @@ class JobRecordStore(PersonalDataStore):
 
 
 def _short_hash(text: str) -> str:
-    import hashlib
-
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -68,6 +67,7 @@ class _SealedJobStore(PersonalDataStore):
     """Rows whose sealed arguments (or error text) carry the subject: deleted whole."""
 
     table: Any
+    key = "id"  # the column rows are deleted by
 
     def _ids(self, subject: Subject) -> list[Any]:
         t = self.table
@@ -80,8 +80,6 @@ class _SealedJobStore(PersonalDataStore):
                                                                                           "last_error")):
                     ids.append(getattr(row, self.key))
         return ids
-
-    key = "id"
 
     def erase(self, subject: Subject) -> int:
         ids = self._ids(subject)
