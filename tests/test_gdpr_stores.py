@@ -99,3 +99,14 @@ def test_every_result_backend_the_platform_runs_on_is_read_by_the_results_store(
 def test_a_result_backend_no_store_reads_stops_gdpr_work_naming_it(url: str) -> None:
     with pytest.raises(gdpr.GdprError, match=re.escape(url.split("://")[0])):
         CeleryResultStore(_Timber(url))
+
+
+def test_a_subject_is_found_in_a_payload_by_text_or_under_a_user_id_key_never_by_a_stray_number(
+        tmp_path: Path) -> None:
+    timber = initialize_timber(model_config_dirs=[ROOT / "model_configs"], database_url=f"sqlite:///{tmp_path}/t.db",
+                               create_tables=False)
+    numeric = gdpr.Subject.of(timber, 7)
+    assert numeric.held_in({"record": {"user_id": 7}}) and numeric.held_in(["x", "7"])
+    assert not numeric.held_in({"quantity": 7, "id": 7, "flag": True})
+    assert numeric.named_in("create-7") and not numeric.named_in("order 17 of 70")
+    assert "user_id" in numeric.id_keys and "id" not in numeric.id_keys  # User.id is a primary key

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,37 +51,52 @@ class SubjectHasher:
 
 @dataclass(frozen=True)
 class Subject:
-    """One data subject: the id as the apps store it in each model's user_id_field, and its keyed hash."""
+    """One data subject: the id as the apps store it in each model's user_id_field, and its keyed hash.
+
+    `id_keys`: the registry's user_id_field names that are not primary keys (user_id, owner_id...):
+    under those a payload's number or text names the subject; elsewhere only text equal to the id does,
+    so a numeric id never matches every quantity of 1.
+    """
 
     user_id: str
     hash: str
+    id_keys: frozenset[str] = frozenset({"user_id"})
 
     @classmethod
     def of(cls, timber: Any, user_id: Any) -> Subject:
         text = str(user_id).strip()
         if not text:
             raise GdprError("the user id is empty: give the id the apps store in each model's user_id_field")
-        return cls(text, SubjectHasher(timber.keyring).hash(text))
+        keys = set()
+        for model in timber.registry.with_feature("gdpr"):
+            field = model.timber_spec.spec.gdpr.user_id_field
+            if not model.__table__.c[field].primary_key:
+                keys.add(field)
+        return cls(text, SubjectHasher(timber.keyring).hash(text), frozenset(keys or {"user_id"}))
 
     def anonymized_text(self) -> str:
         """What anonymized text fields hold: the mark and a short keyed hash, the same for every row."""
         return f"{ERASED_MARK}{self.hash[:16]}"
 
+    def held_in(self, value: Any) -> bool:
+        """Whether JSON-like data (job arguments, results) carries the subject's id anywhere."""
+        stack: list[tuple[str | None, Any]] = [(None, value)]
+        while stack:
+            key, item = stack.pop()
+            if isinstance(item, dict):
+                stack.extend((str(k), v) for k, v in item.items())
+            elif isinstance(item, list | tuple):
+                stack.extend((key, v) for v in item)
+            elif isinstance(item, str):
+                if item == self.user_id:
+                    return True
+            elif key in self.id_keys and item is not None and not isinstance(item, bool) \
+                    and str(item) == self.user_id:
+                return True
+        return False
 
-def holds_subject(value: Any, user_id: str) -> bool:
-    """Whether JSON-like data carries the subject's id anywhere (a value equal to it, at any depth)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
-        elif item is not None and not isinstance(item, bool) and str(item) == user_id:
-            return True
-    return False
-
-
-def mentions_subject(text: str | None, user_id: str) -> bool:
-    """Whether free text (an error message, a caller's key) names the subject's id."""
-    return bool(text) and user_id in str(text)
+    def named_in(self, text: str | None) -> bool:
+        """Whether free text (an error message, a caller's idempotency key) names the subject's id as a word."""
+        if not text:
+            return False
+        return re.search(rf"(?<![A-Za-z0-9]){re.escape(self.user_id)}(?![A-Za-z0-9])", str(text)) is not None

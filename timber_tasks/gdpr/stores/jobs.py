@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 
 from timber_tasks.gdpr.stores.base import PersonalDataStore
-from timber_tasks.gdpr.subject import Subject, holds_subject, mentions_subject
+from timber_tasks.gdpr.subject import Subject
 from timber_tasks.jobs.tables import DeadLetter, JobRecord, OutboxMessage
 
 SCAN_ROWS = 1000
@@ -31,8 +31,8 @@ class JobRecordStore(PersonalDataStore):
         with self.timber.db.session_scope() as session:
             query = select(JobRecord.idempotency_key, JobRecord.result).execution_options(yield_per=SCAN_ROWS)
             for key, result in session.execute(query):
-                in_key = mentions_subject(key, subject.user_id)
-                if in_key or holds_subject(result, subject.user_id):
+                in_key = subject.named_in(key)
+                if in_key or subject.held_in(result):
                     yield key, in_key
 
     def erase(self, subject: Subject) -> int:
@@ -75,8 +75,8 @@ class _SealedJobStore(PersonalDataStore):
         with self.timber.db.session_scope() as session:
             query = select(t).execution_options(yield_per=SCAN_ROWS)
             for row in session.scalars(query):
-                if holds_subject([row.args, row.kwargs], subject.user_id) or any(
-                        mentions_subject(getattr(row, f, None), subject.user_id) for f in ("error", "traceback",
+                if subject.held_in([row.args, row.kwargs]) or any(
+                        subject.named_in(getattr(row, f, None)) for f in ("error", "traceback",
                                                                                           "last_error")):
                     ids.append(getattr(row, self.key))
         return ids

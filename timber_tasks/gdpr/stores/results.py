@@ -12,7 +12,7 @@ from typing import Any
 from kombu.exceptions import DecodeError
 
 from timber_tasks.gdpr.stores.base import PersonalDataStore
-from timber_tasks.gdpr.subject import GdprError, Subject, holds_subject, mentions_subject
+from timber_tasks.gdpr.subject import GdprError, Subject
 from timber_tasks.jobs import sealing
 
 # Result backend URL schemes this store reads; any other backend is refused, never skipped.
@@ -46,7 +46,7 @@ class CeleryResultStore(PersonalDataStore):
                             "in timber_tasks/gdpr/stores/results.py")
 
     def _holds(self, values: list[Any], text: str | None, subject: Subject) -> bool:
-        return holds_subject([_opened(v) for v in values], subject.user_id) or mentions_subject(text, subject.user_id)
+        return subject.held_in([_opened(v) for v in values]) or subject.named_in(text)
 
     # -- SQL backends ---------------------------------------------------------------------
 
@@ -100,8 +100,8 @@ class CeleryResultStore(PersonalDataStore):
                     chunk = keys[start:start + BATCH]
                     for key, value in zip(chunk, client.mget(chunk), strict=True):
                         meta = _opened(value)
-                        if meta is not None and (holds_subject(meta, subject.user_id) or mentions_subject(
-                                str(meta.get("traceback") or ""), subject.user_id)):
+                        if meta is not None and (subject.held_in(meta)
+                                                 or subject.named_in(str(meta.get("traceback") or ""))):
                             yield key
         finally:
             client.close()

@@ -34,6 +34,12 @@ def open_vector_index(timber: Any) -> VectorIndex | None:
     return index
 
 
+def _point(point: Any) -> dict[str, Any]:
+    """A point as exported: objects with .id/.payload, or (id, payload) pairs."""
+    point_id, payload = (point.id, point.payload) if hasattr(point, "payload") else point
+    return {"id": str(point_id), "payload": payload}
+
+
 class VectorStore(PersonalDataStore):
     name = "vectors"
 
@@ -52,8 +58,7 @@ class VectorStore(PersonalDataStore):
             total = self.index.count(collection, self._filter(subject))
             if not total:
                 continue
-            rows = ({"id": str(p.id), "payload": p.payload} for p in self.index.scroll(collection,
-                                                                                        self._filter(subject)))
+            rows = (_point(p) for p in self.index.scroll(collection, self._filter(subject)))
             label = f"vectors.{collection}"
             counts[label] = sink.add_part(label, rows, csv_fields=["id", "payload"],
                                           info={"purpose": "semantic search over the subject's texts"},
