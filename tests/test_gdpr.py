@@ -288,3 +288,21 @@ def test_a_completed_erasure_also_settles_earlier_unfinished_requests_for_the_su
     with timber.db.session_scope() as session:
         record = session.get(ErasureRecord, stale)
         assert record is not None and record.status == "completed" and record.sealed_subject is None
+
+
+def test_an_apps_own_connection_records_its_writes_to_personal_data(postgres_url: str) -> None:
+    platform = initialize_timber(model_config_dirs=[ROOT / "model_configs"], database_url=postgres_url)
+    with platform.db.session_scope() as session:
+        session.add(platform.get_model("User")(id=ADA, email="ada@example.com", username="ada"))
+    platform.close()
+    canopy = initialize_timber(app_name="canopy", model_config_dirs=[ROOT / "model_configs"],
+                               database_url=postgres_url)  # connections act as the role timber_app_canopy
+    with canopy.db.session_scope() as session:
+        session.add(canopy.get_model("Session")(user_id=ADA, session_type="trading"))
+    with canopy.db.engine.connect() as conn:
+        assert conn.execute(text("SELECT current_user")).scalar() == "timber_app_canopy"
+    with canopy.db.session_scope() as session:
+        rows = session.execute(select(PersonalDataChange.model, PersonalDataChange.app_name)
+                               .where(PersonalDataChange.app_name == "canopy")).all()
+    assert [tuple(r) for r in rows] == [("Session", "canopy")]
+    canopy.close()
