@@ -168,7 +168,7 @@ def main() -> None:
                      * 1000, "ms") for a in ("select", "export", "erase")]
             report(f"GDPR, user with {size[label]:,} rows: median wall time of {REPEATS}", rows,
                    rows[0][0])
-        print("\n== GDPR peak memory (aim: within 50 MB for both users); RSS growth over the process's earlier peak")
+        print("\n== GDPR peak memory (aim: within 50 MB for both users); RSS: peak growth during the action")
         for a in ("select", "export", "erase"):
             cells = []
             for label in ("big", "small"):
