@@ -90,7 +90,7 @@ class _Timber:
 
 
 @pytest.mark.parametrize("url", [Settings().resolved_result_backend_url, "db+postgresql://h/db", "redis://h:6379/1",
-                                 "rediss://h:6380/0"])
+                                 "rediss://h:6380/0"], ids=["embedded-default", "sql", "redis", "rediss"])
 def test_every_result_backend_the_platform_runs_on_is_read_by_the_results_store(url: str) -> None:
     assert CeleryResultStore(_Timber(url)).url == url
 
@@ -110,3 +110,22 @@ def test_a_subject_is_found_in_a_payload_by_text_or_under_a_user_id_key_never_by
     assert not numeric.held_in({"quantity": 7, "id": 7, "flag": True})
     assert numeric.named_in("create-7") and not numeric.named_in("order 17 of 70")
     assert "user_id" in numeric.id_keys and "id" not in numeric.id_keys  # User.id is a primary key
+
+
+@pytest.mark.parametrize("backend", ["local", "redis"])
+def test_every_shared_cache_backend_lists_and_drops_entries_by_prefix(backend: str,
+                                                                      request: pytest.FixtureRequest) -> None:
+    from timber_tasks.stores.cache import open_shared_cache
+
+    shared = open_shared_cache("local://" if backend == "local" else request.getfixturevalue("redis_url"))
+    try:
+        shared.write("ns:data:User:user:a*b", '{"r": 1}', 60)  # a glob character in a key is matched literally
+        shared.write("ns:data:User:user:c", '{"r": 2}', 60)
+        shared.write("ns:data:Other:x", '{"r": 3}', 60)
+        found = dict(shared.scan("ns:data:User:user:a*"))
+        assert list(found) == ["ns:data:User:user:a*b"]
+        assert {k for k, _ in shared.scan("ns:data:User:")} == {"ns:data:User:user:a*b", "ns:data:User:user:c"}
+        shared.delete(["ns:data:User:user:a*b", "ns:data:User:user:c"])
+        assert list(shared.scan("ns:data:User:")) == [] and len(list(shared.scan("ns:data:"))) == 1
+    finally:
+        shared.close()
