@@ -32,6 +32,7 @@ FORBIDDEN = [  # (modules, what they must not import), beyond the layer rule
     ("features", "celery"),
     ("models", "celery"),
     ("jobs", "celery"),
+    ("gdpr", "celery"),
 ]
 
 

@@ -13,6 +13,8 @@ from timber_tasks.errors import ConfigError
 from timber_tasks.features import isolation, writes
 from timber_tasks.features.cache import CacheManager
 from timber_tasks.features.encryption import KeyRing
+from timber_tasks.gdpr import audit as gdpr_audit  # noqa: F401  (the personal-data change record, its tables)
+from timber_tasks.gdpr.tables import PersonalDataChange
 from timber_tasks.jobs import sealing
 from timber_tasks.jobs.tables import OutboxMessage, system_metadata
 from timber_tasks.models.registry import ModelRegistry
@@ -111,7 +113,8 @@ def initialize_timber(
     if create_tables:
         timber.create_tables()
         # Apps enqueue jobs in their own transactions: the outbox is theirs too.
-        isolation.install(timber, shared_tables=(OutboxMessage.__tablename__,))
+        # Apps' writes to personal data are recorded from their own connections.
+        isolation.install(timber, shared_tables=(OutboxMessage.__tablename__, PersonalDataChange.__tablename__))
     if app_role:
         isolation.activate(timber)
     with _lock:

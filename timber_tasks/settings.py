@@ -40,6 +40,7 @@ ENV_NAMES: dict[str, str] = {
     "task_max_retries": "TIMBER_TASK_MAX_RETRIES",
     "redelivery_sweep": "TIMBER_REDELIVERY_SWEEP",
     "retry_backoff": "TIMBER_RETRY_BACKOFF",
+    "gdpr_ledger_file": "TIMBER_GDPR_LEDGER",
 }
 
 
@@ -92,6 +93,7 @@ class Settings(BaseModel):
     broker_polling_interval: PositiveFloat = 0.02  # seconds an idle embedded consumer waits between polls
     task_max_retries: NonNegativeInt = 5  # for transient faults only; bad input never retries
     retry_backoff: PositiveFloat = 1.0  # seconds before the first retry; doubles, capped at 60, jittered
+    gdpr_ledger_file: Path | None = None  # erasure ledger kept outside the database (default: in the data dir)
 
     @field_validator("model_config_dirs", mode="before")
     @classmethod

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from timber_tasks.cli import market
+from timber_tasks.cli import gdpr, market
 from timber_tasks.cli.common import AppName, ConfigDirs, DatabaseUrl, console, debugging, err_console, reported_errors
 from timber_tasks.cli.watch import WatchedWorker
 from timber_tasks.features.encryption import generate_key
@@ -78,6 +78,8 @@ def demo(database_url: DatabaseUrl = None, dirs: ConfigDirs = None, app_name: Ap
         with _step("the market-data jobs", worker):
             market.demo_step(app, timber, worker.wait_until)
         _show_state(timber)
+        with _step("the GDPR export and erasure", worker):  # last: erases the sample user the jobs above wrote
+            gdpr.demo_step(app, timber, worker.wait_until)
         unfinished = [key for key, _, state, _ in rows if key != EXPECTED_FAILURE and "done" not in state]
         if unfinished:
             err_console.print(f"[red]error:[/red] job(s) {', '.join(unfinished)} did not finish; "

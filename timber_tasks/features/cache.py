@@ -33,7 +33,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -252,6 +252,49 @@ class CacheManager:
         self.clear_l1()
         thread.stop()
         self._thread = None
+
+    # -- entries by content (GDPR erasure and verify) ----------------------------------------
+
+    def l1_records(self, model: type[Any]) -> list[tuple[str, dict[str, Any]]]:
+        """This process's servable L1 entries of a model, as (key, record); invalidated ones are dropped now."""
+        mc = self._models.get(model)
+        if mc is None:
+            return []
+        model_gen, now = self.generations.read(mc.model_slot), time.monotonic()
+        with self._lock:
+            stale = [key for key, entry in mc.l1.items() if entry.model_gen != model_gen or entry.expires <= now
+                     or entry.gen != self.generations.read(self._slot(mc, key))]
+            for key in stale:  # what a read would do: another process's invalidation outdated them
+                del mc.l1[key]
+            return [(key, json.loads(entry.payload)) for key, entry in mc.l1.items()]
+
+    def drop_l1(self, model: type[Any], keys: Iterable[str]) -> None:
+        mc = self._models.get(model)
+        if mc is not None:
+            with self._lock:
+                for key in keys:
+                    mc.l1.pop(key, None)
+
+    def l2_records(self, model: type[Any]) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        """Every L2 entry of a model as (Redis key, record); None where no configured key opens it."""
+        mc, shared = self._models.get(model), self.shared()
+        if mc is None or shared is None:
+            return
+        for data_key, data in shared.scan(self._rkeys(mc, "")[0]):
+            record: dict[str, Any] = json.loads(data)["r"]
+            try:
+                for name in mc.encrypted:
+                    if record.get(name) is not None:
+                        record[name] = json.loads(self.keyring.decrypt(record[name]))
+            except InvalidToken:
+                yield data_key, None
+                continue
+            yield data_key, record
+
+    def drop_l2(self, keys: Iterable[str]) -> None:
+        shared = self.shared()
+        if shared is not None:
+            shared.delete(keys)
 
     # -- the rest -------------------------------------------------------------------------
 

@@ -53,7 +53,12 @@ class KeyRing:
         self.multi = MultiFernet(self.fernets)
         self.newest = self.fernets[0]
         raw = [k.encode() if isinstance(k, str) else k for k in keys]
+        self._raw = raw
         self._hash_keys = [_derive_hash_key(k) for k in raw]
+
+    def derived_keys(self, purpose: bytes) -> list[bytes]:
+        """One 32-byte key per Fernet key (newest first), derived with HKDF for a purpose: no second secret."""
+        return [HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(k) for k in self._raw]
 
     def encrypt(self, data: bytes) -> str:
         return self.newest.encrypt(data).decode("ascii")

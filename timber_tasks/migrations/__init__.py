@@ -13,6 +13,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData
 
 from timber_tasks.errors import MigrationError
+from timber_tasks.gdpr import tables as gdpr_tables  # noqa: F401  (puts the GDPR tables on system_metadata)
 from timber_tasks.jobs.tables import system_metadata
 
 if TYPE_CHECKING:

@@ -438,6 +438,7 @@ def _check_features(m: ResolvedModel, columns: set[str], err: Any,
         named.append(("gdpr.user_id_field", [spec.gdpr.user_id_field]))
         named.append(("gdpr.export_fields", spec.gdpr.export_fields))
         named.append(("gdpr.anonymize_fields", spec.gdpr.anonymize_fields))
+        _check_gdpr(m, err)
     if spec.vector_search:
         named.append(("vector_search.content_field", [spec.vector_search.content_field]))
         named.append(("vector_search.metadata_fields", spec.vector_search.metadata_fields))
@@ -453,6 +454,25 @@ def _check_features(m: ResolvedModel, columns: set[str], err: Any,
         for f in fields:
             if f not in columns:
                 err(f"{block} names {f!r}, which is not a column of {m.name}", f)
+
+
+def _check_gdpr(m: ResolvedModel, err: Any) -> None:
+    gdpr = m.spec.gdpr
+    assert gdpr is not None
+    if gdpr.erasure == "anonymize" and not gdpr.anonymize_fields:
+        err("gdpr.erasure is 'anonymize' but gdpr.anonymize_fields is empty: list the fields to blank", "gdpr")
+    keys = {c.name for c in m.columns if c.primary_key}
+    for f in gdpr.anonymize_fields:
+        if f in keys:
+            err(f"gdpr.anonymize_fields names the primary key {f!r}: a key cannot be anonymized", f)
+    relationships = {r.name: r for r in m.spec.relationships}
+    for name in gdpr.include:
+        rel = relationships.get(name)
+        if rel is None:
+            err(f"gdpr.include names {name!r}, which is not a relationship of {m.name}", name)
+        elif rel.type not in ("one-to-many", "one-to-one") or rel.secondary:
+            err(f"gdpr.include {name!r} is {rel.type}: only rows that point at this model "
+                "(one-to-many, one-to-one) belong to its subject", name)
 
 
 def _dependency_order(models: list[ResolvedModel]) -> list[ResolvedModel]:

@@ -158,12 +158,25 @@ class CachingSpec(Strict):
     warm_keys: tuple[str, ...] = ()
 
 
+# Article 6(1) GDPR: the lawful bases a model's processing may rest on.
+LegalBasis = Literal["consent", "contract", "legal_obligation", "vital_interests", "public_task",
+                     "legitimate_interests"]
+
+
 class GdprSpec(Strict):
     enabled: bool = True
     user_id_field: str
-    export_fields: tuple[str, ...] = ()
+    export_fields: tuple[str, ...] = ()  # the CSV of an export; the JSON Lines file has every column
     anonymize_fields: tuple[str, ...] = ()
     erasure: Literal["delete", "anonymize"] = "delete"
+    # Relationships whose rows belong to the subject too (exported and erased with this model's rows).
+    include: tuple[str, ...] = ()
+    # What Article 15(1) says the subject is told, per model; copied into every export's manifest.
+    purpose: str | None = None
+    legal_basis: LegalBasis | None = None
+    retention: str | None = None
+    recipients: tuple[str, ...] = ()
+    source: str | None = None
 
 
 class VectorSearchSpec(Strict):

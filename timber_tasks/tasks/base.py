@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from timber_tasks import runtime
 from timber_tasks.brokers import broker_keeps_unacked, settings_of
+from timber_tasks.gdpr.audit import acting_as_job
 from timber_tasks.jobs import dead_letters, outbox
 from timber_tasks.jobs.faults import is_transient
 from timber_tasks.runtime import Timber
@@ -70,7 +71,8 @@ class TimberTask(Task):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return super().__call__(*args, **kwargs)
+            with acting_as_job(self.request.id, self.name):  # the GDPR change record names the job
+                return super().__call__(*args, **kwargs)
         except Exception as exc:
             if is_transient(exc) and self.request.retries < self.retry_limit:
                 log.warning("%s %s: transient %s, retry %d", self.name, self.request.id, type(exc).__name__,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 
@@ -27,6 +27,14 @@ class SharedCache(ABC):
     def subscribe(self, channel: str, on_message: Callable[[dict[str, Any]], None],
                   on_error: Callable[[BaseException, Any, Any], None]) -> Any:
         """Call on_message({"data": message}) for each message published on channel; returns a stoppable thread."""
+
+    @abstractmethod
+    def scan(self, prefix: str) -> Iterator[tuple[str, Any]]:
+        """Every (key, value) whose key starts with prefix (GDPR erasure and verify walk the entries)."""
+
+    @abstractmethod
+    def delete(self, keys: Iterable[str]) -> None:
+        """Drop these entries."""
 
     @abstractmethod
     def close(self) -> None:

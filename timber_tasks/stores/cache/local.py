@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from timber_tasks.stores.cache.base import SharedCache
@@ -68,6 +68,16 @@ class LocalCache(SharedCache):
         with self.lock:
             self.subscribers.append(sub)
         return sub
+
+    def scan(self, prefix: str) -> Iterator[tuple[str, Any]]:
+        with self.lock:
+            found = [(k, self._get(k)) for k in list(self.values) if k.startswith(prefix)]
+        return iter([(k, v) for k, v in found if v is not None])
+
+    def delete(self, keys: Iterable[str]) -> None:
+        with self.lock:
+            for key in keys:
+                self.values.pop(key, None)
 
     def close(self) -> None:
         return None

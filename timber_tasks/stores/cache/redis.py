@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import redis
 
 from timber_tasks.stores.cache.base import SharedCache
+
+SCAN_BATCH = 500  # keys per MGET / DEL while walking entries
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 class RedisCache(SharedCache):
@@ -41,6 +47,26 @@ class RedisCache(SharedCache):
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         pubsub.subscribe(**{channel: on_message})
         return pubsub.run_in_thread(sleep_time=0.25, daemon=True, exception_handler=on_error)
+
+    def scan(self, prefix: str) -> Iterator[tuple[str, Any]]:
+        batch: list[bytes] = []
+        for key in self.client.scan_iter(match=_glob_escape(prefix) + "*", count=1000):
+            batch.append(key)
+            if len(batch) >= SCAN_BATCH:
+                yield from self._values(batch)
+                batch = []
+        yield from self._values(batch)
+
+    def _values(self, keys: list[bytes]) -> Iterator[tuple[str, Any]]:
+        if keys:
+            for key, value in zip(keys, self.client.mget(keys), strict=True):
+                if value is not None:
+                    yield key.decode(), value
+
+    def delete(self, keys: Iterable[str]) -> None:
+        keys = list(keys)
+        for start in range(0, len(keys), SCAN_BATCH):
+            self.client.delete(*keys[start:start + SCAN_BATCH])
 
     def close(self) -> None:
         self.client.close()

@@ -1,0 +1,102 @@
+"""The data subject, and the keyed hash that is all the platform keeps of a subject once erased."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from timber_tasks.errors import ConfigError, TimberError
+
+# HKDF purpose of the subject-hash key: derived from each Fernet key, so there is no second secret.
+SUBJECT_HASH_PURPOSE = b"timber-gdpr-subject"
+ERASED_MARK = "erased-"  # anonymized text starts with this, so verify can tell it from personal data
+
+
+class GdprError(TimberError):
+    """Raised when a GDPR export or erasure cannot run as asked (the message says what to change)."""
+
+
+class OutputExistsError(GdprError, FileExistsError):
+    """Raised when an export would overwrite a file (pass --force / force=True to replace it)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"{path} exists: choose another --out or pass --force to replace it")
+
+
+class SubjectHasher:
+    """HMAC-SHA256 of subject ids under keys derived from the encryption key ring (newest first)."""
+
+    def __init__(self, keyring: Any) -> None:
+        if keyring is None:
+            raise ConfigError("GDPR records keep subjects only as keyed hashes, under a key derived from "
+                              "TIMBER_ENCRYPTION_KEYS: set it (`timber-tasks keys generate` makes one)")
+        self._keys = keyring.derived_keys(SUBJECT_HASH_PURPOSE)
+
+    def hash(self, value: Any) -> str:
+        """The hash written now (newest key)."""
+        return self._digest(self._keys[0], value)
+
+    def hashes(self, value: Any) -> list[str]:
+        """The hashes under every configured key: ledger entries written before a rotation still match."""
+        return [self._digest(k, value) for k in self._keys]
+
+    @staticmethod
+    def _digest(key: bytes, value: Any) -> str:
+        return hmac.new(key, str(value).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One data subject: the id as the apps store it in each model's user_id_field, and its keyed hash.
+
+    `id_keys`: the registry's user_id_field names that are not primary keys (user_id, owner_id...):
+    under those a payload's number or text names the subject; elsewhere only text equal to the id does,
+    so a numeric id never matches every quantity of 1.
+    """
+
+    user_id: str
+    hash: str
+    id_keys: frozenset[str] = frozenset({"user_id"})
+
+    @classmethod
+    def of(cls, timber: Any, user_id: Any) -> Subject:
+        text = str(user_id).strip()
+        if not text:
+            raise GdprError("the user id is empty: give the id the apps store in each model's user_id_field")
+        keys = set()
+        for model in timber.registry.with_feature("gdpr"):
+            field = model.timber_spec.spec.gdpr.user_id_field
+            if not model.__table__.c[field].primary_key:
+                keys.add(field)
+        return cls(text, SubjectHasher(timber.keyring).hash(text), frozenset(keys or {"user_id"}))
+
+    def anonymized_text(self) -> str:
+        """What anonymized text fields hold: the mark and a short keyed hash, the same for every row."""
+        return f"{ERASED_MARK}{self.hash[:16]}"
+
+    def held_in(self, value: Any) -> bool:
+        """Whether JSON-like data (job arguments, results) carries the subject's id anywhere."""
+        stack: list[tuple[str | None, Any]] = [(None, value)]
+        while stack:
+            key, item = stack.pop()
+            if isinstance(item, dict):
+                stack.extend((str(k), v) for k, v in item.items())
+            elif isinstance(item, list | tuple):
+                stack.extend((key, v) for v in item)
+            elif isinstance(item, str):
+                if item == self.user_id:
+                    return True
+            elif key in self.id_keys and item is not None and not isinstance(item, bool) \
+                    and str(item) == self.user_id:
+                return True
+        return False
+
+    def named_in(self, text: str | None) -> bool:
+        """Whether free text (an error message, a caller's idempotency key) names the subject's id as a word."""
+        if not text:
+            return False
+        return re.search(rf"(?<![A-Za-z0-9]){re.escape(self.user_id)}(?![A-Za-z0-9])", str(text)) is not None
