@@ -58,7 +58,9 @@ def test_a_demo_step_that_fails_names_the_step_and_exits_1(tmp_path: Path, capsy
     from timber_tasks.cli import demo
 
     log = tmp_path / "worker.log"
-    watched = WatchedWorker(subprocess.Popen([sys.executable, "-c", "pass"]), log, budget=60)
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait(30)
+    watched = WatchedWorker(process, log, budget=60)
     with pytest.raises(typer.Exit) as caught, demo._step("the market-data jobs", watched):
         raise RuntimeError("chord failed: 3 batches\nmore detail")
     assert caught.value.exit_code == 1
@@ -77,5 +79,6 @@ def test_a_process_that_ignores_sigterm_is_killed_and_the_demo_says_so(capsys: p
     polite = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
     with pytest.raises(typer.Exit) as caught:
         demo._stop([polite, stubborn], grace=1)
+    stubborn.stdout.close()
     assert caught.value.exit_code == 1 and stubborn.poll() == -signal.SIGKILL and polite.poll() == -signal.SIGTERM
     assert "beat did not stop within 1 s of SIGTERM and was killed" in capsys.readouterr().err.replace("\n", " ")
