@@ -40,6 +40,9 @@ ENV_NAMES: dict[str, str] = {
     "task_max_retries": "TIMBER_TASK_MAX_RETRIES",
     "redelivery_sweep": "TIMBER_REDELIVERY_SWEEP",
     "retry_backoff": "TIMBER_RETRY_BACKOFF",
+    "embedding_int8": "TIMBER_EMBEDDING_INT8",
+    "embedding_batch_size": "TIMBER_EMBEDDING_BATCH_SIZE",
+    "embedding_threads": "TIMBER_EMBEDDING_THREADS",
 }
 
 
@@ -92,6 +95,9 @@ class Settings(BaseModel):
     broker_polling_interval: PositiveFloat = 0.02  # seconds an idle embedded consumer waits between polls
     task_max_retries: NonNegativeInt = 5  # for transient faults only; bad input never retries
     retry_backoff: PositiveFloat = 1.0  # seconds before the first retry; doubles, capped at 60, jittered
+    embedding_int8: bool = False  # int8 encoders for models whose YAML does not choose (vector_search.int8)
+    embedding_batch_size: PositiveInt = 64  # texts per model.encode call
+    embedding_threads: NonNegativeInt = 0  # torch threads per embedding process; 0 leaves torch's default
 
     @field_validator("model_config_dirs", mode="before")
     @classmethod

@@ -1,0 +1,82 @@
+"""Embedding jobs on the `embeddings` queue, and the after-commit hook that enqueues them.
+
+Every committed write of a vector_search model (ORM, bulk, Core, upserts, persist jobs: the
+after-write step of features/writes.py sees them all) becomes one job per model and transaction
+carrying the keys, chunked; torch and sentence-transformers load only in the process that embeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import shared_task, signals
+
+from timber_tasks.embeddings.changes import work_for
+from timber_tasks.features.writes import CommittedWrites, on_commit
+from timber_tasks.tasks.base import TimberTask, get_timber
+
+log = logging.getLogger("timber_tasks.embeddings")
+
+_indexers: dict[tuple[int, str], Any] = {}
+_lock = threading.Lock()
+
+
+def indexer(name: str) -> Any:
+    """This process's Indexer of a model (encoder and collection checked once, then reused)."""
+    from timber_tasks.embeddings.indexing import Indexer
+
+    timber = get_timber()
+    key = (id(timber), name)
+    with _lock:
+        found = _indexers.get(key)
+        if found is None:
+            found = _indexers[key] = Indexer(timber, name)
+        return found
+
+
+@shared_task(base=TimberTask, name="timber.embeddings.embed_rows")
+def embed_rows(model: str, ids: list[Any], deleted: list[Any] | None = None) -> dict[str, Any]:
+    """Embed the rows with these keys (changed content only) and remove the vectors of `deleted` keys.
+
+    The result counts embedded, unchanged, payload-only and removed points, and lists the keys whose
+    content was empty (no vector) or longer than the model reads (truncated).
+    """
+    from timber_tasks.embeddings.indexing import merge
+
+    job = indexer(model)
+    result = job.embed_ids(ids)
+    if deleted:
+        merge(result, job.remove_ids(deleted))
+    return dict(result)
+
+
+@shared_task(base=TimberTask, name="timber.embeddings.sync_model")
+def sync_model(model: str) -> dict[str, Any]:
+    """Reconcile a whole model (after a write whose keys are unknown): changed rows embedded, orphans removed."""
+    return dict(indexer(model).sync())
+
+
+def enqueue_committed(committed: CommittedWrites) -> None:
+    """The after-commit hook: one job per model and transaction (chunked), never one per row."""
+    for work in work_for(committed):
+        if work.whole_model:
+            sync_model.delay(work.model)
+        else:
+            embed_rows.delay(work.model, work.written, work.deleted)
+
+
+on_commit(enqueue_committed, name="embeddings")
+
+
+@signals.worker_init.connect
+def _check_embedding_models(**_: Any) -> None:
+    """At worker start: every vector_search model's embedding model must be on disk (nothing is downloaded)."""
+    from timber_tasks.embeddings.indexing import vector_models
+    from timber_tasks.errors import TimberError
+
+    try:
+        vector_models(get_timber())
+    except TimberError as exc:  # said loudly at start; the jobs of that model fail with it, into dead letters
+        log.critical("embedding jobs cannot run: %s", exc)
