@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from timber_tasks.cli import market
+from timber_tasks.cli import market, vectors
 from timber_tasks.cli.common import AppName, ConfigDirs, DatabaseUrl, console, err_console, reported_errors
 from timber_tasks.cli.watch import WatchedWorker
 from timber_tasks.features.encryption import generate_key
@@ -69,6 +69,7 @@ def demo(database_url: DatabaseUrl = None, dirs: ConfigDirs = None, app_name: Ap
         rows = _run_sample_jobs(app, worker)
         _show(rows)
         market.demo_step(app, timber, worker.wait_until)
+        vectors.demo_step(app, timber, worker.wait_until)
         _show_state(timber)
         unfinished = [key for key, _, state, _ in rows if key != EXPECTED_FAILURE and "done" not in state]
         if unfinished:

@@ -58,6 +58,18 @@ def sync_model(model: str) -> dict[str, Any]:
     return dict(indexer(model).sync())
 
 
+@shared_task(base=TimberTask, name="timber.embeddings.search")
+def search(query: str, collection_name: str, filter_dict: dict[str, Any] | None = None, limit: int = 10,
+           app: str | None = None, user_id: str | None = None) -> list[dict[str, Any]]:
+    """The service's search run where the model is already loaded; app and user limits as for the caller."""
+    from timber_tasks.services.vectors import VectorSearchService
+
+    service = VectorSearchService(get_timber(), user_id=user_id)
+    if app:
+        service.app = app
+    return service.search(query=query, collection_name=collection_name, filter_dict=filter_dict, limit=limit)
+
+
 def enqueue_committed(committed: CommittedWrites) -> None:
     """The after-commit hook: one job per model and transaction (chunked), never one per row."""
     for work in work_for(committed):
