@@ -26,6 +26,7 @@ from timber_tasks.stores.vectors import APP_KEY, USER_KEY, VectorPoint, VectorSt
 POINT_NAMESPACE = uuid.UUID("6f1c2a4e-0d7b-5c39-9a8e-7b1d3c5e9f20")  # fixed forever: ids must not move
 PK_KEY, MODEL_KEY, HASH_KEY = "pk", "model", "content_hash"
 SHARED_APP = "shared"  # payload app of a shared model's rows
+READ_CHUNK = 1000  # rows per database read (an IN list) and per store round in a reindex
 
 
 class EmbeddingError(ModelScopedError):
@@ -176,19 +177,22 @@ class Indexer:
         return result
 
     def embed_ids(self, ids: Iterable[Any]) -> dict[str, Any]:
-        """Embed the rows with these keys; keys with no row (deleted meanwhile) lose their vector."""
+        """Embed the rows with these keys; keys with no row (deleted meanwhile) lose their vector.
+
+        All rows are read first, then checked against the store and written in one go each: every
+        store call may open the embedded shard (tens of ms), so a job makes as few as it can.
+        """
         keys = list(dict.fromkeys(ids))
-        total = new_result(self.vm)
         column = getattr(self.vm.model, self.vm.pk_key)
-        for start in range(0, len(keys), self.batch_size * 4):
-            chunk = keys[start:start + self.batch_size * 4]
+        rows: list[Any] = []
+        for start in range(0, len(keys), READ_CHUNK):
             with self.timber.db.session_scope() as session:
-                rows = list(session.scalars(select(self.vm.model).where(column.in_(chunk))))
-                merge(total, self.embed_rows(rows))
-            found = {str(getattr(r, self.vm.pk_key)) for r in rows}
-            gone = [k for k in chunk if str(k) not in found]
-            if gone:
-                merge(total, self.remove_ids(gone))
+                rows.extend(session.scalars(select(self.vm.model).where(column.in_(keys[start:start + READ_CHUNK]))))
+        total = self.embed_rows(rows) if rows else new_result(self.vm)
+        found = {str(getattr(r, self.vm.pk_key)) for r in rows}
+        gone = [k for k in keys if str(k) not in found]
+        if gone:
+            merge(total, self.remove_ids(gone))
         return total
 
     def remove_ids(self, ids: Iterable[Any]) -> dict[str, Any]:
@@ -206,8 +210,8 @@ class Indexer:
         with self.timber.db.session_scope() as session:
             count = session.scalar(select(func.count()).select_from(vm.model)) or 0
             done = 0
-            for page in _pages(session.scalars(select(vm.model).execution_options(yield_per=self.batch_size * 4)),
-                               self.batch_size * 4):
+            for page in _pages(session.scalars(select(vm.model).execution_options(yield_per=READ_CHUNK)),
+                               READ_CHUNK):
                 seen.update(vm.point_id(getattr(r, vm.pk_key)) for r in page)
                 merge(total, self.embed_rows(page))
                 done += len(page)

@@ -5,8 +5,8 @@ and searches with the real engine (HNSW, payload indexes), local mode scans Pyth
 
 An Edge shard may be open in one process at a time (its write-ahead log is locked), while a
 worker's pool processes embed and an app searches: so every operation takes a host-wide
-lock on the collection, opens the shard, works, flushes and closes it. Opening costs a few
-milliseconds; the embedding jobs write a batch per opening.
+lock on the collection, opens the shard, works, flushes and closes it. Opening costs about
+10 ms (no write-ahead log to replay); an embedding job reads once and writes once per batch.
 """
 
 from __future__ import annotations
@@ -97,8 +97,10 @@ class EmbeddedStore(VectorStore):
                 return
             shutil.rmtree(folder, ignore_errors=True)  # a creation cut short leaves no meta: start over
             folder.mkdir(parents=True)
-            shard = EdgeShard.create(str(folder / "shard"),
-                                     EdgeConfig(vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine)))
+            # No write-ahead log: every write here ends with flush() before the shard closes, and a load
+            # replays the whole log (the cost of every open grew with the collection: 106 vs 14 ms at 1k points).
+            shard = EdgeShard.create(str(folder / "shard"), EdgeConfig(
+                vectors=EdgeVectorParams(size=dim, distance=Distance.Cosine), wal_enabled=False))
             try:
                 self._add_indexes(shard, indexed_fields)
                 shard.flush()
