@@ -75,3 +75,25 @@ def test_a_bad_embedding_job_lands_in_the_dead_letters_and_the_worker_goes_on(pl
     add_users(platform.timber, "u1")
     add_notes(platform.timber)
     wait_for(lambda: _count(platform) == 4, 120, "the next job to be embedded by the same worker")
+
+
+@pytest.mark.parametrize("platform", ["embedded"], indirect=True)
+def test_a_worker_for_embeddings_refuses_to_start_when_the_embedding_model_is_not_on_disk(
+        platform: Any, write_models: Any) -> None:
+    folder = write_models({"notes.yaml": """
+        version: "1"
+        models:
+          - name: Note
+            table_name: notes
+            vector_search: {enabled: true, content_field: body, embedding_model: BAAI/bge-small-en-v1.5}
+            columns:
+              - {name: id, type: String(36), primary_key: true}
+              - {name: body, type: Text}
+        """})
+    worker = platform.start_worker("embeddings", extra_env={"TIMBER_MODEL_CONFIG_DIRS": str(folder)}, ready=False)
+    assert worker.wait(120) != 0
+    log = platform.log_of(worker)
+    assert "model 'Note': embedding_model 'BAAI/bge-small-en-v1.5' is not available locally" in log, log
+    assert "never downloaded" in log and " ready." not in log
+    other = platform.start_worker("persistence", extra_env={"TIMBER_MODEL_CONFIG_DIRS": str(folder)})
+    assert other.poll() is None  # a worker that takes no embedding job starts

@@ -83,12 +83,18 @@ on_commit(enqueue_committed, name="embeddings")
 
 
 @signals.worker_init.connect
-def _check_embedding_models(**_: Any) -> None:
-    """At worker start: every vector_search model's embedding model must be on disk (nothing is downloaded)."""
+def _check_embedding_models(sender: Any = None, **_: Any) -> None:
+    """A worker that takes embedding jobs refuses to start when an embedding model is not on disk."""
     from timber_tasks.embeddings.indexing import vector_models
     from timber_tasks.errors import TimberError
 
+    consumed = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
+    selected = getattr(consumed, "consume_from", None)  # None: every queue
+    if selected and "embeddings" not in selected:
+        return
     try:
         vector_models(get_timber())
-    except TimberError as exc:  # said loudly at start; the jobs of that model fail with it, into dead letters
-        log.critical("embedding jobs cannot run: %s", exc)
+    except TimberError as exc:
+        log.critical("this worker takes embedding jobs, but %s", exc)
+        # Celery logs and swallows an Exception from a signal handler; SystemExit stops the start.
+        raise SystemExit(1) from exc
