@@ -21,6 +21,7 @@ FORBIDDEN = [  # (modules, what they must not import)
     ("pools.py", "timber_tasks.celery_app"),
     ("stores", "celery"),
     ("features/writes.py", "celery"),
+    ("embeddings", "celery"),
 ]
 
 
