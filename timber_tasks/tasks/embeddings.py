@@ -61,7 +61,11 @@ def sync_model(model: str) -> dict[str, Any]:
 @shared_task(base=TimberTask, name="timber.embeddings.search")
 def search(query: str, collection_name: str, filter_dict: dict[str, Any] | None = None, limit: int = 10,
            app: str | None = None, user_id: str | None = None) -> list[dict[str, Any]]:
-    """The service's search run where the model is already loaded; app and user limits as for the caller."""
+    """The service's search run where the model is already loaded (the demo uses it), for `app` and `user_id`.
+
+    A job carries no proof of who sent it: the worker applies the limits of the app and user named
+    in the job. Apps search in their own process through `timber.services.vectors`.
+    """
     from timber_tasks.services.vectors import VectorSearchService
 
     service = VectorSearchService(get_timber(), user_id=user_id)

@@ -1,7 +1,9 @@
 """The embedded default: Qdrant Edge (the Qdrant engine in-process), one shard per collection under the data dir.
 
-Chosen over qdrant-client's local mode by bench/embeddings.py (`vectors` figures): Edge upserts
-and searches with the real engine (HNSW, payload indexes), local mode scans Python lists.
+Chosen over qdrant-client's local mode by bench/embeddings.py: 5,000 x 384 points in batches of
+256, Edge 5,967 points/s vs local mode 411 (14.5x) and a filtered search in 35 vs 105 ms, in the
+same run (2026-12-01, a loaded 2-core box; DESIGN.md measured 28,900 vs 790). Edge runs the real
+engine (payload indexes, HNSW); local mode keeps points in Python lists and ignores payload indexes.
 
 An Edge shard may be open in one process at a time (its write-ahead log is locked), while a
 worker's pool processes embed and an app searches: so every operation takes a host-wide
