@@ -9,6 +9,7 @@ from timber_tasks.celery_app import make_celery
 from timber_tasks.features.cache import get_cached
 from timber_tasks.jobs import dead_letters, outbox, persistence
 from timber_tasks.settings import Settings
+from timber_tasks.stores.vectors import VectorPoint, vector_store
 
 
 def seed_subject(timber: Any, user: str, *, events: int = 3) -> dict[str, Any]:
@@ -46,7 +47,15 @@ def seed_subject(timber: Any, user: str, *, events: int = 3) -> dict[str, Any]:
     finally:
         app.close()
     assert get_cached(timber, "User", user) is not None  # into L1, and L2 where Redis is configured
+    add_vector(vector_store(timber.settings), "gdpr_notes", user, research_id)
     return {"research_id": research_id, "first_event": first_event}
+
+
+def add_vector(store: Any, collection: str, user: str, key: str) -> None:
+    """A point of the subject in a vector collection, as embedding jobs write them (payload user_id)."""
+    store.ensure_collection(collection, 4, ["user_id"])
+    store.upsert(collection, [VectorPoint(id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{collection}/{key}")),
+                                          vector=[0.1, 0.2, 0.3, 0.4], payload={"user_id": user, "pk": key})])
 
 
 def _next_event_id(timber: Any) -> int:

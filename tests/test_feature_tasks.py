@@ -67,6 +67,9 @@ def test_the_readme_run_command_runs_jobs_and_stops_cleanly(tmp_path: Path) -> N
         assert "'User': 1" in result.stdout and "'OhlcvPrice': 123" in result.stdout, (run, result.stdout)
         assert "SAMPLE DATA" in result.stdout and "SMPL-BAD" in result.stdout and "partial" in result.stdout
         assert "worker and beat stopped" in result.stdout
+        # The worker embedded the sample notes; the search ranks the chip note above the oil one.
+        search = result.stdout[result.stdout.index("who makes chips for phones?"):]
+        assert search.index("demo-note-chips") < search.index("demo-note-oil"), result.stdout
     # Beat's command line names its schedule file in the data dir: no process of this demo is left.
     survivors = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True)
     assert survivors.stdout == ""

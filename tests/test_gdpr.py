@@ -22,7 +22,8 @@ from timber_tasks.models.records import validate_record
 from timber_tasks.runtime import Timber
 
 from .conftest import ROOT
-from .gdpr_helpers import seed_subject
+from .embedding_helpers import BACKENDS, make_store
+from .gdpr_helpers import add_vector, seed_subject
 
 ADA, BOB = "subject-ada", "subject-bob"  # 'u', 's', '-' are not hex: these never appear inside a hash
 
@@ -45,7 +46,7 @@ def test_verify_finds_the_subject_in_every_store_before_erasure_and_nothing_afte
     before = gdpr.verify_subject(timber, ADA).found
     expected = {"database:User", "database:Session", "database:StockResearchSession", "database:TrackedEvent",
                 "database:Order", "database:Notification", "database:StockResearchSession.research_data",
-                "cache:L1:User", "job_records", "outbox", "dead_letters", "celery_results"}
+                "cache:L1:User", "job_records", "outbox", "dead_letters", "celery_results", "vectors:gdpr_notes"}
     if timber.settings.redis_url:
         expected.add("cache:L2:User")
     assert expected <= set(before), before
@@ -306,3 +307,23 @@ def test_an_apps_own_connection_records_its_writes_to_personal_data(postgres_url
                                .where(PersonalDataChange.app_name == "canopy")).all()
     assert [tuple(r) for r in rows] == [("Session", "canopy")]
     canopy.close()
+
+
+@pytest.mark.filterwarnings("ignore:Payload indexes have no effect in the local Qdrant:UserWarning")  # local mode
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_subject_s_vectors_are_found_exported_and_erased_on_every_vector_backend(
+    timber: Timber, backend: str, tmp_path: Path,
+) -> None:
+    from timber_tasks.gdpr.stores.vectors import VectorStore
+
+    index = make_store(backend, tmp_path / "vectors")
+    for collection in ("notes_a", "notes_b"):
+        add_vector(index, collection, ADA, f"{collection}-ada")
+        add_vector(index, collection, BOB, f"{collection}-bob")
+    store = VectorStore(timber, index=index)
+    subject = gdpr.Subject.of(timber, ADA)
+    assert store.residue(subject) == {"vectors:notes_a": 1, "vectors:notes_b": 1}
+    assert store.erase(subject) == 2
+    assert store.residue(subject) == {}
+    assert store.residue(gdpr.Subject.of(timber, BOB)) == {"vectors:notes_a": 1, "vectors:notes_b": 1}  # untouched
+    index.close()

@@ -33,6 +33,7 @@ FORBIDDEN = [  # (modules, what they must not import), beyond the layer rule
     ("models", "celery"),
     ("jobs", "celery"),
     ("gdpr", "celery"),
+    ("embeddings", "celery"),
 ]
 
 

@@ -21,7 +21,7 @@ from timber_tasks.settings import Settings
 __all__ = ["QUEUES", "app", "broker_keeps_unacked", "check_app_config", "make_celery", "settings_of"]
 
 TASK_MODULES = ["timber_tasks.tasks.persistence", "timber_tasks.tasks.maintenance", "timber_tasks.tasks.market_data",
-                "timber_tasks.tasks.gdpr"]
+                "timber_tasks.tasks.gdpr", "timber_tasks.tasks.embeddings"]
 
 
 def embedded_transport_options(settings: Settings) -> dict[str, Any]:

@@ -41,6 +41,9 @@ ENV_NAMES: dict[str, str] = {
     "redelivery_sweep": "TIMBER_REDELIVERY_SWEEP",
     "retry_backoff": "TIMBER_RETRY_BACKOFF",
     "gdpr_ledger_file": "TIMBER_GDPR_LEDGER",
+    "embedding_int8": "TIMBER_EMBEDDING_INT8",
+    "embedding_batch_size": "TIMBER_EMBEDDING_BATCH_SIZE",
+    "embedding_threads": "TIMBER_EMBEDDING_THREADS",
 }
 
 
@@ -94,6 +97,9 @@ class Settings(BaseModel):
     task_max_retries: NonNegativeInt = 5  # for transient faults only; bad input never retries
     retry_backoff: PositiveFloat = 1.0  # seconds before the first retry; doubles, capped at 60, jittered
     gdpr_ledger_file: Path | None = None  # erasure ledger kept outside the database (default: in the data dir)
+    embedding_int8: bool = False  # int8 encoders for models whose YAML does not choose (vector_search.int8)
+    embedding_batch_size: PositiveInt = 64  # texts per model.encode call
+    embedding_threads: NonNegativeInt = 0  # torch threads per embedding process; 0 leaves torch's default
 
     @field_validator("model_config_dirs", mode="before")
     @classmethod

@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from timber_tasks.cli import db, demo, failures, gdpr, jobs, keys, market, models, workers
+from timber_tasks.cli import db, demo, failures, gdpr, jobs, keys, market, models, vectors, workers
 
 app = typer.Typer(no_args_is_help=True, help="Timber models and jobs on Celery workers.")
 app.add_typer(models.app, name="models")
@@ -16,6 +16,7 @@ app.add_typer(jobs.outbox_app, name="outbox")
 app.add_typer(keys.app, name="keys")
 app.add_typer(market.app, name="market")
 app.add_typer(gdpr.app, name="gdpr")
+app.add_typer(vectors.app, name="vectors")
 app.command("demo")(demo.demo)
 app.command("worker")(workers.worker)
 app.command("beat")(workers.beat)

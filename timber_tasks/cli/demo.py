@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from timber_tasks.cli import gdpr, market
+from timber_tasks.cli import gdpr, market, vectors
 from timber_tasks.cli.common import AppName, ConfigDirs, DatabaseUrl, console, debugging, err_console, reported_errors
 from timber_tasks.cli.watch import WatchedWorker
 from timber_tasks.features.encryption import generate_key
@@ -77,6 +77,8 @@ def demo(database_url: DatabaseUrl = None, dirs: ConfigDirs = None, app_name: Ap
         _show(rows)
         with _step("the market-data jobs", worker):
             market.demo_step(app, timber, worker.wait_until)
+        with _step("the embedding jobs and a search", worker):
+            vectors.demo_step(app, timber, worker.wait_until)
         _show_state(timber)
         with _step("the GDPR export and erasure", worker):  # last: erases the sample user the jobs above wrote
             gdpr.demo_step(app, timber, worker.wait_until)

@@ -185,6 +185,7 @@ class VectorSearchSpec(Strict):
     embedding_model: str | None = None
     metadata_fields: tuple[str, ...] = ()
     collection: str | None = None
+    int8: bool | None = None  # int8-quantized encoder; None: the TIMBER_EMBEDDING_INT8 setting decides
 
 
 class AppScopeSpec(Strict):

@@ -7,6 +7,7 @@ from typing import Any
 from timber_tasks.services.activity import NotificationService, TrackerService
 from timber_tasks.services.base import BaseService, Record
 from timber_tasks.services.persistence import ResearchService, SessionService
+from timber_tasks.services.vectors import VectorSearchService
 
 
 class Services:
@@ -17,7 +18,8 @@ class Services:
         self.research = ResearchService(timber)
         self.notifications = NotificationService(timber)
         self.tracker = TrackerService(timber)
+        self.vectors = VectorSearchService(timber)
 
 
 __all__ = ["BaseService", "NotificationService", "Record", "ResearchService", "Services", "SessionService",
-           "TrackerService"]
+           "TrackerService", "VectorSearchService"]

@@ -1,19 +1,14 @@
-"""The vector store: points whose payload `user_id` is the subject, in every collection.
-
-Written against the interface of timber_tasks/stores/vectors/ (`collections()`,
-`scroll(collection, filter_dict)` -> points with `id` and `payload`, `count(collection,
-filter_dict)`, `delete_where(collection, filter_dict)`); it is used once that package exists.
-"""
+"""The vector store: points whose payload `user_id` is the subject, in every collection."""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, Protocol
 
 from timber_tasks.gdpr.stores.base import ExportSink, PersonalDataStore, Progress
 from timber_tasks.gdpr.subject import Subject
+from timber_tasks.stores.vectors import USER_KEY, vector_store
 
-PAYLOAD_KEY = "user_id"
+PAYLOAD_KEY = USER_KEY
 
 
 class VectorIndex(Protocol):
@@ -23,14 +18,9 @@ class VectorIndex(Protocol):
     def delete_where(self, collection: str, filter_dict: dict[str, Any]) -> int: ...
 
 
-def open_vector_index(timber: Any) -> VectorIndex | None:
-    """The vector store of this Timber, or None while timber_tasks.stores.vectors is not installed."""
-    try:
-        vectors = importlib.import_module("timber_tasks.stores.vectors")
-    except ModuleNotFoundError:
-        return None
-    opener = vectors.open_vector_store  # the package's constructor from the settings
-    index: VectorIndex = opener(timber.settings)
+def open_vector_index(timber: Any) -> VectorIndex:
+    """This process's vector store for the Timber's settings (QDRANT_URL, else the embedded store)."""
+    index: VectorIndex = vector_store(timber.settings)
     return index
 
 
@@ -45,14 +35,12 @@ class VectorStore(PersonalDataStore):
 
     def __init__(self, timber: Any, index: VectorIndex | None = None) -> None:
         super().__init__(timber)
-        self.index = index if index is not None else open_vector_index(timber)
+        self.index: VectorIndex = index if index is not None else open_vector_index(timber)
 
     def _filter(self, subject: Subject) -> dict[str, Any]:
         return {PAYLOAD_KEY: subject.user_id}
 
     def export(self, subject: Subject, sink: ExportSink, progress: Progress | None = None) -> dict[str, int]:
-        if self.index is None:
-            return {}
         counts = {}
         for collection in self.index.collections():
             total = self.index.count(collection, self._filter(subject))
@@ -66,12 +54,8 @@ class VectorStore(PersonalDataStore):
         return counts
 
     def erase(self, subject: Subject) -> int:
-        if self.index is None:
-            return 0
         return sum(self.index.delete_where(c, self._filter(subject)) for c in self.index.collections())
 
     def residue(self, subject: Subject) -> dict[str, int]:
-        if self.index is None:
-            return {}
         found = {f"vectors:{c}": self.index.count(c, self._filter(subject)) for c in self.index.collections()}
         return {k: n for k, n in found.items() if n}
