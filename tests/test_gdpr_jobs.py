@@ -30,7 +30,7 @@ def test_export_and_erasure_jobs_on_the_gdpr_queue_leave_nothing_of_the_subject(
         platform: Platform, tmp_path: Path) -> None:
     seed_subject(platform.timber, ADA)
     seed_subject(platform.timber, BOB)
-    platform.start_worker(**WORKER)
+    worker = platform.start_worker(**WORKER)
     # A job result in the real result backend that names the subject.
     platform.task("timber.persistence.persist").delay("Notification", "create", {
         "user_id": ADA, "app_name": "grove", "notification_type": "n", "title": "t"}).get(timeout=60)
@@ -50,6 +50,8 @@ def test_export_and_erasure_jobs_on_the_gdpr_queue_leave_nothing_of_the_subject(
     assert erased.returncode == 0 and "celery_results" in erased.stdout, erased.stderr
     assert gdpr.verify_subject(platform.timber, ADA).clean, gdpr.verify_subject(platform.timber, ADA).found
     assert "database:User" in gdpr.verify_subject(platform.timber, BOB).found
+    log = platform.log_of(worker)  # the worker's log says which jobs succeeded, never what they returned
+    assert "timber.persistence.persist[" in log and " succeeded in " in log and ADA not in log
 
 
 def _cli(platform: Platform, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

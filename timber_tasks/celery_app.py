@@ -6,6 +6,7 @@ all use the `app` built here from Settings (environment, then embedded defaults)
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery, signals
@@ -28,6 +29,18 @@ def embedded_transport_options(settings: Settings) -> dict[str, Any]:
     """The embedded broker's folder under the data dir (see timber_tasks/brokers/maildir.py)."""
     return {"data_folder": str((settings.data_dir / "broker").resolve()),
             "polling_interval": settings.broker_polling_interval}
+
+
+class ResultsOutOfTheLog(logging.Filter):
+    """Celery's "Task ... succeeded in 0.01s: <result>": results may name a person, and a log cannot be erased."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, dict) and "return_value" in record.args and isinstance(record.msg, str):
+            record.msg = record.msg.replace(": %(return_value)s", "")
+        return True
+
+
+logging.getLogger("celery.app.trace").addFilter(ResultsOutOfTheLog())
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
