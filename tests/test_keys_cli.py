@@ -9,6 +9,8 @@ from cryptography.fernet import Fernet
 from sqlalchemy import text
 
 from timber_tasks import initialize_timber
+from timber_tasks.jobs import dead_letters, outbox
+from timber_tasks.jobs.tables import OutboxMessage
 
 from .test_cli import SHIPPED, run
 
@@ -19,9 +21,9 @@ def test_keys_generate_prints_a_usable_fernet_key(tmp_path: Path) -> None:
     Fernet(result.stdout.strip().encode())  # raises when it is not a key
 
 
-def test_keys_rotate_re_encrypts_so_the_old_key_can_go(tmp_path: Path) -> None:
+def test_keys_rotate_re_encrypts_so_the_old_key_can_go(tmp_path: Path, database_url: str) -> None:
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
-    url = f"sqlite:///{tmp_path}/rotate.db"
+    url = database_url
     timber = initialize_timber(model_config_dirs=[SHIPPED], database_url=url, encryption_keys=old)
     User, Research = timber.get_model("User"), timber.get_model("StockResearchSession")
     with timber.db.session_scope() as s:
@@ -30,11 +32,16 @@ def test_keys_rotate_re_encrypts_so_the_old_key_can_go(tmp_path: Path) -> None:
         s.flush()
         s.add_all([Research(user_id=user.id, symbol="AAPL", analysis_type="dcf", proprietary_analysis={"n": i})
                    for i in range(5)])
+    with timber.db.session_scope() as s:  # job payloads sealed under the old key: an outbox row, a dead letter
+        outbox.add(s, task_id="t-1", task_name="timber.persistence.persist", args=["User", "update", {"id": "u"}],
+                   kwargs={}, options={})
+    dead_letters.record(timber.db, task_id="t-2", task_name="timber.persistence.persist", args=["User", "x", {}],
+                        kwargs={"idempotency_key": "k"}, error=ValueError("bad"), traceback=None, attempts=1)
     timber.close()
     env = {"DATABASE_URL": url, "TIMBER_MODEL_CONFIG_DIRS": SHIPPED, "TIMBER_ENCRYPTION_KEYS": f"{new},{old}"}
     result = run("keys", "rotate", "--batch-size", "2", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
-    assert "5 value(s) re-encrypted in 3 batch(es)" in result.stdout
+    assert "5 value(s) re-encrypted in 3 batch(es); 2 stored job payload(s) re-sealed" in result.stdout
     after = initialize_timber(model_config_dirs=[SHIPPED], database_url=url, encryption_keys=new,
                               create_tables=False)
     with after.db.session_scope() as s:
@@ -42,6 +49,10 @@ def test_keys_rotate_re_encrypts_so_the_old_key_can_go(tmp_path: Path) -> None:
             0, 1, 2, 3, 4]
         tokens = s.execute(text("SELECT proprietary_analysis FROM stock_research_sessions")).scalars().all()
     assert all(Fernet(new.encode()).decrypt(t.encode()) for t in tokens)
+    # With the old key gone, the job payloads still read (the relay, `dlq retry` and GDPR need them).
+    with after.db.session_scope() as s:
+        assert s.get(OutboxMessage, "t-1").args == ["User", "update", {"id": "u"}]
+    assert dead_letters.list_letters(after.db)[0].kwargs == {"idempotency_key": "k"}
 
 
 def test_keys_rotate_without_any_key_says_what_to_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,8 @@ import typer
 
 from timber_tasks.cli.common import AppName, ConfigDirs, DatabaseUrl, console, reported_errors
 from timber_tasks.features.encryption import generate_key, rotate_encryption_keys
+from timber_tasks.jobs import sealing
+from timber_tasks.jobs.tables import system_metadata
 from timber_tasks.runtime import initialize_timber
 
 app = typer.Typer(no_args_is_help=True, help="Encryption keys: generate and rotate.")
@@ -36,6 +38,8 @@ def rotate(
             timber, batch_size=batch_size,
             progress=lambda model, rows, rotated: console.print(f"  {model}: {rows} rows seen, {rotated} "
                                                                 "values re-encrypted"))
+        resealed = sealing.reseal_stored(timber.db, system_metadata)  # outbox, dead letters, GDPR ledger
     console.print(f"[green]done[/green]: {report.models} model(s), {report.rows_seen} rows, "
                   f"{report.values_rotated} value(s) re-encrypted in {report.batches} batch(es); "
+                  f"{resealed} stored job payload(s) re-sealed; "
                   "old keys may now be removed from TIMBER_ENCRYPTION_KEYS")

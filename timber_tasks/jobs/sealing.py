@@ -81,6 +81,46 @@ def _decode(data: str | bytes) -> Any:
     return kombu_loads(unseal(text))
 
 
+def reseal_stored(db: Any, metadata: Any) -> int:
+    """Re-seal stored payloads (outbox, dead letters, ...) under the newest key, so older keys can go.
+
+    Returns how many rows changed; a payload no configured key opens is left as it is.
+    """
+    from sqlalchemy import Text, select, type_coerce, update
+
+    ring = keyring()
+    if ring is None:
+        return 0
+    changed = 0
+    for table in metadata.tables.values():
+        columns = [c for c in table.columns if isinstance(c.type, SealedJSON)]
+        if not columns:
+            continue
+        keys = list(table.primary_key.columns)
+        with db.session_scope() as session:
+            rows = session.execute(select(*keys, *(type_coerce(c, Text()).label(c.name) for c in columns))).all()
+            for row in rows:
+                fresh = {c.name: _resealed(ring, getattr(row, c.name)) for c in columns}
+                fresh = {name: token for name, token in fresh.items() if token is not None}
+                if fresh:  # the column is JSON: the token goes in as a JSON string
+                    session.execute(update(table).where(*(k == row[i] for i, k in enumerate(keys)))
+                                    .values({table.c[n]: type_coerce(json.dumps(t), Text()) for n, t in fresh.items()}))
+                    changed += 1
+    return changed
+
+
+def _resealed(ring: KeyRing, raw: Any) -> str | None:
+    """The payload sealed under the newest key, or None when it already is (or no key opens it)."""
+    if isinstance(raw, str) and raw.startswith('"'):  # SQLite hands back the JSON text; psycopg2 parses it
+        raw = json.loads(raw)
+    if not isinstance(raw, str) or not raw.startswith(SEALED) or ring.is_current(raw[len(SEALED):]):
+        return None
+    try:
+        return SEALED + ring.encrypt(ring.decrypt(raw[len(SEALED):]))
+    except (InvalidToken, ValueError):
+        return None
+
+
 def register_serializer() -> None:
     """Register `timber-json` with kombu (idempotent)."""
     register(SERIALIZER, _encode, _decode, content_type=CONTENT_TYPE, content_encoding="utf-8")

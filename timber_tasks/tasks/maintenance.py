@@ -10,7 +10,8 @@ from celery import shared_task
 from sqlalchemy import delete
 
 from timber_tasks.features import cache, encryption
-from timber_tasks.jobs.tables import JobRecord
+from timber_tasks.jobs import sealing
+from timber_tasks.jobs.tables import JobRecord, system_metadata
 from timber_tasks.models.defaults import utcnow
 from timber_tasks.tasks import relay
 from timber_tasks.tasks.base import TimberTask, get_timber
@@ -31,8 +32,10 @@ def purge_job_records(older_than_days: int = 30) -> int:
 
 @shared_task(base=TimberTask, name="timber.maintenance.rotate_encryption_keys")
 def rotate_encryption_keys(batch_size: int = 500) -> dict[str, Any]:
-    """Re-encrypt every encrypted field under the newest key; safe to re-run after an interruption."""
-    return dataclasses.asdict(encryption.rotate_encryption_keys(get_timber(), batch_size=batch_size))
+    """Re-encrypt every encrypted field and re-seal stored job payloads under the newest key; re-runnable."""
+    timber = get_timber()
+    report = dataclasses.asdict(encryption.rotate_encryption_keys(timber, batch_size=batch_size))
+    return {**report, "payloads_resealed": sealing.reseal_stored(timber.db, system_metadata)}
 
 
 @shared_task(base=TimberTask, name="timber.cache.warm")
