@@ -117,15 +117,21 @@ SAMPLE_NOTES = {
 SAMPLE_QUERY = "who makes chips for phones?"
 
 
+SAMPLE_AUTHOR = "demo-analyst"
+
+
 def demo_step(celery_app: Any, timber: Any, wait_until: Callable[[Callable[[], Any], str], Any]) -> None:
     """Write sample research notes; the worker embeds them (after-commit jobs); then search them."""
     from timber_tasks.embeddings.indexing import point_id
     from timber_tasks.stores.vectors import vector_store
 
-    Research = timber.get_model("StockResearchSession")
+    User, Research = timber.get_model("User"), timber.get_model("StockResearchSession")
     with timber.db.session_scope() as session:  # one transaction: one embedding job for the four rows
+        # The notes' author is not the sample user the demo erases at the end: they stay searchable.
+        session.merge(User(id=SAMPLE_AUTHOR, email="analyst@example.com", username="demo_analyst"))
+        session.flush()
         for pk, (symbol, summary) in SAMPLE_NOTES.items():
-            session.merge(Research(id=pk, user_id="demo-user", symbol=symbol, analysis_type="fundamental",
+            session.merge(Research(id=pk, user_id=SAMPLE_AUTHOR, symbol=symbol, analysis_type="fundamental",
                                    summary=summary))
     console.print(f"[bold]Embeddings[/bold]: {len(SAMPLE_NOTES)} research notes written; the worker embeds them "
                   "on the embeddings queue")

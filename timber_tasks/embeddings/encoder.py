@@ -80,7 +80,9 @@ class Encoder:
     def model(self) -> Any:
         if self._model is None:
             from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as transformers_logging
 
+            transformers_logging.disable_progress_bar()  # a "Loading weights" bar on every command's stderr
             loaded = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
             self._model = quantized(loaded) if self.int8 else loaded
         return self._model
