@@ -76,7 +76,8 @@ def export(user_id: UserId, out: Annotated[Path, typer.Option("--out", help="The
     _show_counts(counts, "rows")
     total = sum(counts.values())
     console.print(f"wrote {out} ({total} row(s){', encrypted' if key else ''})" if total else
-                  f"wrote {out}: no data of this user in any store (the manifest says so)")
+                  f"wrote {out}: no data of this user in the GDPR models or vectors (the manifest says so; "
+                  "`timber-tasks gdpr verify` lists copies left in job stores)")
 
 
 def _export_via_worker(user_id: str, out: Path, force: bool, key: Any, operator: str, timeout: float,

@@ -30,6 +30,10 @@ SPOOL_BYTES = 1 << 20  # CSV bytes kept in memory before the spool moves to disk
 COPY_BYTES = 1 << 16
 WRITE_ROWS = 500  # JSON lines joined per write into the archive
 
+# Job payloads, results and cache entries hold copies of database rows: they are erased, not exported.
+NOT_FOUND_NOTE = ("no personal data of this subject in the GDPR models or the vector store (job payloads, results "
+                  "and cache entries hold copies and are not exported: `timber-tasks gdpr verify` lists them)")
+
 
 class _HashingWriter:
     """Counts the SHA-256 of what is written through it."""
@@ -136,7 +140,7 @@ def _manifest(timber: Any, subject: Subject, sink: ZipSink, counts: dict[str, in
     return {
         "subject": subject.user_id,
         "subject_found": found,
-        "note": None if found else "no personal data of this subject was found in any store",
+        "note": None if found else NOT_FOUND_NOTE,
         "exported_at": utcnow().isoformat() + "Z",
         "app": timber.app_name,
         "generator": "timber-tasks gdpr export",
