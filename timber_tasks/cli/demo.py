@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -14,9 +14,9 @@ from rich.table import Table
 from timber_tasks.cli import market
 from timber_tasks.cli.common import AppName, ConfigDirs, DatabaseUrl, console, err_console, reported_errors
 from timber_tasks.cli.watch import WatchedWorker
-from timber_tasks.features.encryption import generate_key
-from timber_tasks.runtime import initialize_timber
-from timber_tasks.settings import Settings
+
+if TYPE_CHECKING:
+    from timber_tasks.settings import Settings
 
 DEV_KEY_FILE = "dev-encryption.key"
 
@@ -27,6 +27,8 @@ def development_key(settings: Settings) -> str:
     Only this demo path does it, so `make run` works on a fresh machine; the library
     itself refuses encrypted models without TIMBER_ENCRYPTION_KEYS.
     """
+    from timber_tasks.features.encryption import generate_key
+
     path = Path(settings.data_dir) / DEV_KEY_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,6 +49,9 @@ EXPECTED_FAILURE = "demo-bad-email"  # the sample job meant to fail (an invalid 
 def demo(database_url: DatabaseUrl = None, dirs: ConfigDirs = None, app_name: AppName = None,
          budget: Budget = 300) -> None:
     """Start a worker and beat, run sample persistence jobs, show their results, and stop cleanly."""
+    from timber_tasks.runtime import initialize_timber
+    from timber_tasks.settings import Settings
+
     with reported_errors():
         settings = Settings.load(app_name=app_name)
         if not settings.encryption_keys:  # the worker and beat inherit it through the environment
