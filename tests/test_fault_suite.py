@@ -56,7 +56,7 @@ def fault_platform(request: pytest.FixtureRequest, own_postgres: OwnPostgres, tm
     redis_server = OwnRedis(tmp_path / "redis", persistent=persistent)
     redis_server.start()
     database = f"faults_{os.getpid()}_{int(time.time() * 1000)}"
-    admin = create_engine(own_postgres.url, isolation_level="AUTOCOMMIT")
+    admin = create_engine(own_postgres.url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)  # survives the stop
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{database}"'))
     beat_file = tmp_path / "beat.yaml"
@@ -186,3 +186,44 @@ def test_workers_sigkilled_repeatedly_lose_no_job_and_duplicate_none(
 
     report = run_experiment(platform, "worker SIGKILL x4", kill_four_times)
     _check(report, platform, beat)
+
+
+def test_delay_while_postgresql_is_down_raises_an_enqueue_error_and_sends_nothing(
+    fault_platform: tuple[Platform, OwnRedis, OwnPostgres]
+) -> None:
+    platform, redis_server, postgres = fault_platform
+    import redis
+
+    persist = platform.task(PERSIST)
+    postgres.stop()
+    try:
+        with pytest.raises(EnqueueError, match="was not enqueued.*nothing was sent"):
+            persist.delay("User", "create", {"id": "down", "email": "d@example.com", "username": "down"})
+    finally:
+        postgres.start()
+    with redis.Redis.from_url(f"{redis_server.url}/0") as client:
+        assert client.llen("persistence") == 0
+
+
+def test_workers_and_beat_starting_together_on_a_fresh_database_create_the_tables_once(
+    own_postgres: OwnPostgres, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    database = f"race_{os.getpid()}_{int(time.time() * 1000)}"
+    admin = create_engine(own_postgres.url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)  # survives the stop
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{database}"'))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TIMBER_MODEL_CONFIG_DIRS": str(ROOT / "model_configs"),
+           "DATABASE_URL": own_postgres.url.rsplit("/", 1)[0] + f"/{database}", "TIMBER_DATA_DIR": str(tmp_path)}
+    code = "from timber_tasks import initialize_timber; initialize_timber(create_tables=True)"
+    try:
+        starters = [subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+                    for _ in range(4)]
+        errors = [p.communicate(timeout=120)[1] for p in starters]
+        assert [p.returncode for p in starters] == [0, 0, 0, 0], errors
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        admin.dispose()
