@@ -12,27 +12,54 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from timber_tasks.errors import ConfigError
 
 log = logging.getLogger("timber_tasks.startup")
 
+START_WAIT = 60.0  # seconds a starting process waits for a server that is briefly away
 MIN_PASSWORD = 8  # Flower's basic auth: an empty or trivially short password is refused
 
 
 def exit_unless_loaded(process: str, load: Callable[[], Any]) -> Any:
-    """Run load(); on any failure print the reason (one line, `--debug` style detail in the log) and exit 1."""
-    try:
-        return load()
-    except Exception as exc:
-        from timber_tasks.cli.failures import explain
+    """Run load(); on a failure print the reason (one line; the traceback goes to the log) and exit 1.
 
-        message = explain(exc) or f"{type(exc).__name__}: {exc}"
-        log.critical("%s refuses to start: %s", process, message, exc_info=True)
-        print(f"error: {process} refuses to start: {message}", file=sys.stderr, flush=True)
-        os._exit(1)  # not SystemExit: Celery's start-up code would catch and log it, then go on
+    A server that is briefly away (the database restarting) is no configuration error: that is
+    retried for START_WAIT seconds before the process gives up.
+    """
+    deadline = time.monotonic() + START_WAIT
+    while True:
+        try:
+            return load()
+        except Exception as exc:
+            if _passing(exc) and time.monotonic() < deadline:
+                log.warning("%s waits for a server: %s", process, str(exc).splitlines()[0])
+                time.sleep(1.0)
+                continue
+            _refuse(process, exc)
+
+
+def _passing(exc: BaseException | None) -> bool:
+    """A transient fault, itself or as the cause of ours (DatabaseError wraps the driver's)."""
+    from timber_tasks.jobs.faults import is_transient
+
+    while exc is not None:
+        if is_transient(exc):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def _refuse(process: str, exc: Exception) -> NoReturn:
+    from timber_tasks.cli.failures import explain
+
+    message = explain(exc) or f"{type(exc).__name__}: {exc}"
+    log.critical("%s refuses to start: %s", process, message, exc_info=True)
+    print(f"error: {process} refuses to start: {message}", file=sys.stderr, flush=True)
+    os._exit(1)  # not SystemExit: Celery's start-up code would catch and log it, then go on
 
 
 def check_basic_auth(value: str | list[str] | None) -> list[str]:

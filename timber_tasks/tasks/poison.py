@@ -35,6 +35,33 @@ def _decode_body(self: virtual.Channel, body: Any, encoding: str | None = None) 
 
 def install_transport_guard() -> None:
     virtual.Channel.decode_body = _decode_body  # type: ignore[method-assign]
+    _guard_redis_restore()
+
+
+def _guard_redis_restore() -> None:
+    """A worker that loses Redis must not die closing its channel.
+
+    On a lost connection Celery closes the channel, and kombu's Redis QoS then tries to put the
+    worker's unacked jobs back through a connection that is already gone: AttributeError
+    ('NoneType' has no 'hostname'), "Unrecoverable error", and the worker exits. Those jobs
+    stay in Redis's unacked set, where the outbox relay finds them (tasks/lost_jobs.py).
+    """
+    from kombu.transport import redis as kombu_redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    if getattr(kombu_redis.QoS, "_timber_guarded", False):
+        return
+    restore = kombu_redis.QoS.restore_unacked
+
+    def restore_unacked(self: Any, client: Any = None) -> None:
+        try:
+            restore(self, client)
+        except (AttributeError, RedisConnectionError) as exc:
+            log.warning("Redis gone while closing the channel: %d unacked job(s) left for the outbox relay (%s)",
+                        len(getattr(self, "_delivered", {}) or {}), exc)
+
+    kombu_redis.QoS.restore_unacked = restore_unacked  # type: ignore[method-assign]
+    kombu_redis.QoS._timber_guarded = True  # type: ignore[attr-defined]
 
 
 def _text(value: Any) -> str:
