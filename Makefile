@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint services bench stress clean
+.PHONY: install run test lint services bench stress faults clean
 
 install: $(VENV)/.installed
 
@@ -34,6 +34,13 @@ bench: install services
 # The long load run of the embedded broker (the suite runs a short one): 6 producers x 300 jobs.
 stress: install
 	TIMBER_STRESS_PRODUCERS=6 TIMBER_STRESS_JOBS=300 $(BIN)/pytest tests/test_embedded_broker.py -k producers --timeout 1800
+
+# The full fault runs (the suite runs 60 jobs each): own redis-server and PostgreSQL on spare ports,
+# 2,000 jobs per fault; the figures per fault go to var/faults.jsonl.
+faults: install
+	mkdir -p var
+	TIMBER_FAULT_JOBS=2000 TIMBER_FAULT_DRAIN_LIMIT=600 TIMBER_FAULT_REPORT=var/faults.jsonl \
+		$(BIN)/pytest tests/test_fault_suite.py -s --timeout 3600
 
 clean:
 	rm -rf var migrations/versions/__pycache__ .pytest_cache .mypy_cache .ruff_cache

@@ -51,7 +51,7 @@ def test_a_bad_database_url_names_the_problem_and_a_good_url(tmp_path: Path, url
 def test_a_missing_encryption_key_names_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TIMBER_ENCRYPTION_KEYS")
     env = {"DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "TIMBER_MODEL_CONFIG_DIRS": SHIPPED}
-    assert "TIMBER_ENCRYPTION_KEYS" in failure(run("dlq", "list", cwd=tmp_path, env=env))
+    assert "TIMBER_ENCRYPTION_KEYS" in failure(run("dlq", "show", "1", cwd=tmp_path, env=env))
 
 
 def test_a_bad_setting_and_a_bad_file_are_named(tmp_path: Path) -> None:

@@ -305,7 +305,7 @@ def service_env(postgres_url: str, tmp_path: Path) -> dict[str, str]:
     """What .env gives the app services, pointed at this machine's servers."""
     require_server(6379, "Redis")
     return local_env(DATABASE_URL=postgres_url, BROKER_URL=TEST_REDIS, RESULT_BACKEND_URL=TEST_REDIS,
-                     TIMBER_DATA_DIR=str(tmp_path / "var"), FLOWER_BASIC_AUTH="test:secret")
+                     TIMBER_DATA_DIR=str(tmp_path / "var"), FLOWER_BASIC_AUTH="test:long-enough-secret")
 
 
 @pytest.mark.parametrize("pool", POOLS)
@@ -366,10 +366,10 @@ def test_the_flower_service_command_serves_its_dashboard_and_api_only_with_the_l
         wait_for(lambda: http_get(f"{base}/healthcheck")[0] == 200 or proc.poll() is not None,
                  READY_TIMEOUT, "Flower to answer HTTP", interval=0.5)
         assert proc.poll() is None, flower.output()
-        assert http_get(f"{base}/", "test:secret")[0] == 200
+        assert http_get(f"{base}/", "test:long-enough-secret")[0] == 200
         assert http_get(f"{base}/")[0] == 401
         assert http_get(f"{base}/", "test:wrong")[0] == 401
-        assert http_get(f"{base}/api/tasks", "test:secret")[0] == 200
+        assert http_get(f"{base}/api/tasks", "test:long-enough-secret")[0] == 200
         assert http_get(f"{base}/api/tasks")[0] == 401
         healthcheck = healthcheck_argv("flower")
         healthcheck[-1] = healthcheck[-1].replace("127.0.0.1:5555", f"127.0.0.1:{port}")

@@ -14,7 +14,7 @@ import pytest
 from .conftest import ROOT
 from .platforms import Platform, free_port, http_get, wait_for
 
-LOGIN = "test:secret"
+LOGIN = "test:long-enough-secret"
 PERSIST = "timber.persistence.persist"
 
 
@@ -84,7 +84,7 @@ def test_flower_reads_a_finished_task_back_through_its_api_and_refuses_it_withou
 
     status, body = http_get(f"{base}/api/task/info/{result.id}")
     assert status == 401 and b"a@b.co" not in body
-    assert http_get(f"{base}/api/task/info/{result.id}", "test:wrong")[0] == 401
+    assert http_get(f"{base}/api/task/info/{result.id}", "test:wrong-password")[0] == 401
     assert http_get(f"{base}/api/tasks")[0] == 401
     assert http_get(f"{base}/")[0] == 401
 

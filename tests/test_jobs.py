@@ -82,7 +82,7 @@ def test_the_same_idempotency_key_twice_gives_one_row_and_the_first_result(platf
 @pytest.mark.parametrize(("args", "message"), [
     (("Usr", "create", {}), "model 'Usr' is not registered. Did you mean: User"),
     (("User", "create", {"email": "not-an-email", "username": "abc"}), "User.email: 'not-an-email' is not an email"),
-    (("User", "frobnicate", {}), "unknown operation 'frobnicate'"),
+    (("Nope", "create", {}), "model 'Nope' is not registered"),  # (an unknown operation fails at delay())
     (("User", "update", {"id": "nobody", "username": "abc"}), "User: no record with {'id': 'nobody'}"),
 ])
 def test_a_malformed_payload_lands_in_the_dead_letter_table_with_a_clear_error(

@@ -20,11 +20,12 @@ LAYERS: dict[str, int] = {
     "errors": 0, "settings": 0, "queues": 0,                    # constants and the error tree
     "models": 1, "db": 1, "brokers": 1, "stores": 1,            # YAML -> models, the database, plug-in stores
     "features": 2,                                              # encryption, cache, isolation, the after-write step
-    "jobs": 3, "services": 3,                                   # job bookkeeping and domain services, no Celery
+    "jobs": 3,                                                  # job bookkeeping, no Celery
     "market_data": 4, "embeddings": 4, "gdpr": 4,               # the heavy work, still no Celery
-    "runtime": 5,                                               # initialize_timber(): puts it all together
-    "migrations": 6, "beat": 6, "pools": 6, "celery_app": 7, "tasks": 8,  # the Celery edge
-    "cli": 9, "__init__": 9,                                    # what users call
+    "services": 5,                                              # the domain services apps call (search included)
+    "runtime": 6,                                               # initialize_timber(): puts it all together
+    "migrations": 7, "beat": 7, "pools": 7, "celery_app": 8, "tasks": 9,  # the Celery edge
+    "cli": 10, "__init__": 10,                                  # what users call
 }
 FORBIDDEN = [  # (modules, what they must not import), beyond the layer rule
     ("pools.py", "timber_tasks.celery_app"),

@@ -103,10 +103,11 @@ def test_another_users_session_cannot_be_deleted(canopy: Any) -> None:
     assert sessions.get(created["id"])["status"] == "active"
 
 
-def test_a_database_refusal_is_a_database_error_naming_the_model(canopy: Any) -> None:
-    with pytest.raises(DatabaseError) as info:
+def test_a_database_refusal_is_a_validation_error_naming_the_model_and_column(canopy: Any) -> None:
+    with pytest.raises(ValidationError) as info:
         canopy.services.sessions.create("no-such-user", "trading")
-    assert info.value.model == "Session" and "refused" in str(info.value)
+    assert (info.value.model, info.value.field) == ("Session", "user_id")
+    assert "'no-such-user' is not the id of a row in users" in str(info.value)
 
 
 def test_every_service_error_shares_the_project_root() -> None:

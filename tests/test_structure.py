@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text
-from sqlalchemy.exc import IntegrityError
 
-from timber_tasks import ModelConfigError, initialize_timber
+from timber_tasks import ModelConfigError, ValidationError, initialize_timber
 
 INDEXED = """
 version: "1"
@@ -57,8 +56,9 @@ def test_a_partial_unique_index_only_binds_matching_rows(
     with timber.db.session_scope() as s:
         s.add_all([Job(id=1, owner="a", status="done"), Job(id=2, owner="a", status="done"),
                    Job(id=3, owner="a", status="pending")])
-    with pytest.raises(IntegrityError), timber.db.session_scope() as s:
+    with pytest.raises(ValidationError) as info, timber.db.session_scope() as s:  # the database refused it
         s.add(Job(id=4, owner="a", status="pending"))
+    assert (info.value.model, info.value.field) == ("Job", "owner")
 
 
 # Relationship models are split over files named so that the referring file sorts first.

@@ -60,7 +60,8 @@ def load_schedule(path: Path, app: Celery) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"{path}: malformed YAML: {exc}") from exc
     except pydantic.ValidationError as exc:
         problems = "; ".join(
-            f"entry {err['loc'][1]!r}: {err['msg']}" if len(err["loc"]) > 1 and err["loc"][0] == "entries"
+            f"entry {err['loc'][1]!r}: {'.'.join(map(str, err['loc'][2:])) + ': ' if len(err['loc']) > 2 else ''}"
+            f"{err['msg']}" if len(err["loc"]) > 1 and err["loc"][0] == "entries"
             else f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
             for err in exc.errors()
         )

@@ -12,12 +12,13 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Queue
 
-from timber_tasks import runtime
+from timber_tasks import runtime, startup
 from timber_tasks.brokers import broker_keeps_unacked, is_embedded, is_redis, settings_of
 from timber_tasks.errors import ConfigError
 from timber_tasks.jobs.sealing import SERIALIZER, hide_argsrepr, register_serializer
 from timber_tasks.queues import QUEUES, ROUTES
 from timber_tasks.settings import Settings
+from timber_tasks.tasks import poison, result_errors
 
 __all__ = ["QUEUES", "app", "broker_keeps_unacked", "check_app_config", "make_celery", "settings_of"]
 
@@ -48,6 +49,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
     register_serializer()
     # argsrepr/kwargsrepr travel in clear (broker, Flower): say only that the arguments are sealed.
     signals.before_task_publish.connect(hide_argsrepr, weak=False, dispatch_uid="timber-hide-argsrepr")
+    result_errors.install()
+    poison.install_transport_guard()
     broker = settings.resolved_broker_url
     if is_embedded(broker):
         transport_options = embedded_transport_options(settings)
@@ -85,13 +88,15 @@ def make_celery(settings: Settings | None = None) -> Celery:
         timezone="UTC",
         enable_utc=True,
         worker_hijack_root_logger=False,
+        worker_consumer="timber_tasks.tasks.poison:PoisonAwareConsumer",  # refused messages become dead letters
         beat_schedule_filename=str((settings.data_dir / "celerybeat-schedule").resolve()),
     )
     if is_redis(broker):
         # One beat at a time: RedBeat keeps the schedule in Redis behind a lock.
-        # The lock is only renewed when beat wakes: wake well within its timeout.
-        app.conf.update(beat_scheduler="redbeat.RedBeatScheduler", redbeat_redis_url=broker,
-                        redbeat_redis_options={}, redbeat_key_prefix="timber:redbeat:",
+        # The lock is only renewed when beat wakes: wake well within its timeout. Our subclass keeps
+        # beat running through a Redis restart (timber_tasks/beat_scheduler.py).
+        app.conf.update(beat_scheduler="timber_tasks.beat_scheduler:ResilientRedBeatScheduler",
+                        redbeat_redis_url=broker, redbeat_redis_options={}, redbeat_key_prefix="timber:redbeat:",
                         redbeat_lock_timeout=60, beat_max_loop_interval=20)
     app.timber_settings = settings
     app.loader.import_default_modules()  # registers the shared tasks on this app
@@ -128,21 +133,36 @@ def check_app_config(app: Celery, pool_time_limits: list[int] | None = None) -> 
 app = make_celery()
 
 
-@signals.worker_init.connect
-def _check_on_start(sender: Any = None, **_: Any) -> None:
-    """The worker's main process: refuse unsafe settings and bad YAML before taking any job."""
+def _load_for_processes(sender: Any = None) -> None:
     own_limit = getattr(sender, "time_limit", None)  # --time-limit of this worker, if any
     check_app_config(app, [int(own_limit)] if own_limit else [])
     runtime.initialize_timber(create_tables=True)
 
 
+@signals.worker_init.connect
+def _check_on_start(sender: Any = None, **_: Any) -> None:
+    """The worker's main process: refuse unsafe settings, bad YAML or missing keys before taking any job."""
+    startup.exit_unless_loaded("worker", lambda: _load_for_processes(sender))
+
+
 @signals.worker_process_init.connect
 def _fresh_process(**_: Any) -> None:
-    """Each pool process loads the registry once and opens its own connections, never the parent's."""
+    """Each pool process loads the registry once and opens its own connections, never the parent's.
+
+    The main process has checked the configuration; a failure here (the database briefly down)
+    is logged by Celery and retried at the first job, so a pool does not respawn in a loop.
+    """
     runtime.initialize_timber(create_tables=False)
 
 
 @signals.beat_init.connect
 def _beat_start(**_: Any) -> None:
-    runtime.initialize_timber(create_tables=True)
+    startup.exit_unless_loaded("beat", lambda: runtime.initialize_timber(create_tables=True))
 
+
+def load_for_flower() -> None:
+    """Flower reads the same models and keys (it shows their jobs): it starts only when they load."""
+    runtime.build_timber(create_tables=False, app_role=False).close()
+
+
+startup.guard_flower(load_for_flower)

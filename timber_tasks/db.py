@@ -6,14 +6,14 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
@@ -21,6 +21,8 @@ from timber_tasks.errors import DatabaseError
 from timber_tasks.settings import mask_url
 
 log = logging.getLogger("timber_tasks.db")
+
+SCHEMA_LOCK = 7_351_200  # PostgreSQL advisory lock key: one process creates tables at a time
 
 
 @dataclass
@@ -57,6 +59,8 @@ class DatabaseManager:
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self.role: str | None = None  # PostgreSQL role every connection switches to (app isolation)
+        # Turns a refused write into an error naming model and column (set by initialize_timber).
+        self.explain_integrity: Callable[[IntegrityError], Exception | None] | None = None
 
     def __repr__(self) -> str:
         return f"DatabaseManager({mask_url(self.url)!r})"
@@ -131,6 +135,12 @@ class DatabaseManager:
         try:
             yield session
             session.commit()
+        except IntegrityError as exc:
+            session.rollback()
+            explained = self.explain_integrity(exc) if self.explain_integrity is not None else None
+            if explained is None:
+                raise
+            raise explained from exc
         except BaseException:
             session.rollback()
             raise
@@ -138,8 +148,13 @@ class DatabaseManager:
             session.close()
 
     def create_tables(self, metadata: MetaData) -> None:
+        """Create what is missing, once: a worker and beat starting together on PostgreSQL would race
+        in CREATE TABLE / CREATE TYPE (a UniqueViolation on pg_type), so they take turns under a lock."""
         try:
-            metadata.create_all(self.engine, checkfirst=True)
+            with self.engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SCHEMA_LOCK})
+                metadata.create_all(conn, checkfirst=True)
         except SQLAlchemyError as exc:
             raise DatabaseError(f"creating tables in {mask_url(self.url)} failed: {exc}") from exc
 

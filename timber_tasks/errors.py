@@ -151,6 +151,17 @@ class AccessDeniedError(ServiceError, PermissionError):
     """Raised when the current app asks for another app's table, session type or row."""
 
 
+class EnqueueError(TimberError):
+    """Raised when delay() cannot record a job in the outbox (the database is down): nothing was sent."""
+
+    def __init__(self, task: str, reason: str) -> None:
+        self.task = task
+        self.reason = reason
+        super().__init__(f"job {task} was not enqueued: on this broker every job is first recorded in the "
+                         f"database's outbox, and the database is unreachable ({reason}); nothing was sent, "
+                         "so call delay() again once the database is back")
+
+
 class DecryptionError(TimberError):
     """Raised when an encrypted field cannot be read with any configured key."""
 

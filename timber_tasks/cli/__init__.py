@@ -8,7 +8,8 @@ import typer
 
 from timber_tasks.cli import db, demo, failures, gdpr, jobs, keys, market, models, vectors, workers
 
-app = typer.Typer(no_args_is_help=True, help="Timber models and jobs on Celery workers.")
+# Plain help (no rich markup): rendering it with rich imports a Markdown parser, a third of `--help`.
+app = typer.Typer(no_args_is_help=True, help="Timber models and jobs on Celery workers.", rich_markup_mode=None)
 app.add_typer(models.app, name="models")
 app.add_typer(db.app, name="db")
 app.add_typer(jobs.dlq, name="dlq")

@@ -6,12 +6,15 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from timber_tasks.errors import ModelConfigErrors, TimberError
+
+if TYPE_CHECKING:
+    from timber_tasks.db import DatabaseManager
 
 DEBUG_ENV = "TIMBER_DEBUG"
 console = Console()
@@ -25,6 +28,15 @@ ConfigDirs = Annotated[
     typer.Option("--models", help="Model YAML folder (repeatable); default TIMBER_MODEL_CONFIG_DIRS."),
 ]
 AppName = Annotated[str | None, typer.Option("--app", envvar="TIMBER_APP_NAME", help="App name.")]
+
+
+def platform_db() -> DatabaseManager:
+    """The database of the settings, for commands that read only the platform's tables (no models, no keys)."""
+    from timber_tasks.db import DatabaseManager
+    from timber_tasks.settings import Settings
+
+    settings = Settings.load()
+    return DatabaseManager(settings.resolved_database_url, slow_query_ms=settings.slow_query_ms)
 
 
 def debugging() -> bool:

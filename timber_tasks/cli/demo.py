@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -16,10 +16,9 @@ from rich.table import Table
 from timber_tasks.cli import gdpr, market, vectors
 from timber_tasks.cli.common import AppName, ConfigDirs, DatabaseUrl, console, debugging, err_console, reported_errors
 from timber_tasks.cli.watch import WatchedWorker
-from timber_tasks.features.encryption import generate_key
-from timber_tasks.market_data.providers.base import PROVIDER_ENV
-from timber_tasks.runtime import initialize_timber
-from timber_tasks.settings import Settings
+
+if TYPE_CHECKING:
+    from timber_tasks.settings import Settings
 
 DEV_KEY_FILE = "dev-encryption.key"
 
@@ -30,6 +29,8 @@ def development_key(settings: Settings) -> str:
     Only this demo path does it, so `make run` works on a fresh machine; the library
     itself refuses encrypted models without TIMBER_ENCRYPTION_KEYS.
     """
+    from timber_tasks.features.encryption import generate_key
+
     path = Path(settings.data_dir) / DEV_KEY_FILE
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +51,9 @@ EXPECTED_FAILURE = "demo-bad-email"  # the sample job meant to fail (an invalid 
 def demo(database_url: DatabaseUrl = None, dirs: ConfigDirs = None, app_name: AppName = None,
          budget: Budget = 300) -> None:
     """Start a worker and beat, run sample persistence jobs, show their results, and stop cleanly."""
+    from timber_tasks.runtime import initialize_timber
+    from timber_tasks.settings import Settings
+
     with reported_errors():
         settings = Settings.load(app_name=app_name)
         if not settings.encryption_keys:  # the worker and beat inherit it through the environment
@@ -59,6 +63,7 @@ def demo(database_url: DatabaseUrl = None, dirs: ConfigDirs = None, app_name: Ap
     console.print(f"Timber for app [bold]{timber.app_name}[/bold] on {timber.db!r}: "
                   f"{len(timber.registry)} models ({', '.join(timber.registry.names())})")
     from timber_tasks.celery_app import QUEUES, app
+    from timber_tasks.market_data.providers.base import PROVIDER_ENV
 
     logs = Path(settings.data_dir).resolve()
     # Beat's market-data entries read the SAMPLE files, never the network, while the demo runs.

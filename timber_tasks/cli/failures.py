@@ -7,12 +7,12 @@ recognised here is a bug and keeps its traceback.
 from __future__ import annotations
 
 import errno
+import re
 from collections.abc import Callable
 from typing import Any
 
 from timber_tasks.cli.common import DEBUG_ENV, debugging, err_console
 from timber_tasks.errors import TimberError
-from timber_tasks.settings import ENV_NAMES
 
 __all__ = ["DEBUG_ENV", "explain", "run_reporting_failures"]
 
@@ -34,12 +34,28 @@ def _database(exc: Exception) -> str | None:
     if isinstance(exc, sa.ArgumentError) and "URL" in str(exc):
         return (f"{exc}: set DATABASE_URL (or --database-url) to a URL such as postgresql://user@host/db "
                 "or sqlite:///path/to/file.db")
+    missing = _missing_table(exc)
+    if missing:
+        return (f"the database has no table {missing}: create the platform's and the models' tables with "
+                "`timber-tasks db upgrade --autogenerate` (a worker or `timber-tasks demo` creates them too)")
     if isinstance(exc, sa.OperationalError | sa.InterfaceError):
         problem = _first_line(exc)
         if any(word in problem.lower() for word in CONNECTION_WORDS):
             return f"cannot reach the database: {problem}\n{DATABASE_HINT}"
         return f"the database refused the command: {problem}"
     return None
+
+
+MISSING_TABLE = re.compile(r'no such table: (\S+)|relation "([^"]+)" does not exist')
+
+
+def _missing_table(exc: Exception) -> str | None:
+    from sqlalchemy import exc as sa
+
+    if not isinstance(exc, sa.OperationalError | sa.ProgrammingError):
+        return None
+    match = MISSING_TABLE.search(_first_line(exc))
+    return (match.group(1) or match.group(2)) if match else None
 
 
 def _messaging(exc: Exception) -> str | None:
@@ -56,6 +72,8 @@ def _messaging(exc: Exception) -> str | None:
 def _inputs(exc: Exception) -> str | None:
     import pydantic
     import yaml
+
+    from timber_tasks.settings import ENV_NAMES
 
     if isinstance(exc, pydantic.ValidationError):
         problems = "; ".join(f"{ENV_NAMES.get(str(e['loc'][0]), e['loc'][0]) if e['loc'] else 'settings'}: "

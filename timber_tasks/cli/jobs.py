@@ -8,10 +8,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from timber_tasks.cli.common import console, reported_errors
+from timber_tasks.cli.common import console, platform_db, reported_errors
 
-dlq = typer.Typer(no_args_is_help=True, help="Jobs that finally failed: list, show and re-run them.")
-outbox_app = typer.Typer(no_args_is_help=True, help="The transactional outbox.")
+dlq = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                  help="Jobs that finally failed: list, show and re-run them.")
+outbox_app = typer.Typer(no_args_is_help=True, help="The transactional outbox.", rich_markup_mode=None)
 
 
 @dlq.command("list")
@@ -21,10 +22,9 @@ def dlq_list(
 ) -> None:
     """List dead letters: id, task, attempts, error."""
     from timber_tasks.jobs import dead_letters
-    from timber_tasks.tasks.base import get_timber
 
-    with reported_errors():
-        letters = dead_letters.list_letters(get_timber().db, include_retried=all_, limit=limit)
+    with reported_errors():  # no job arguments are read: runs without TIMBER_ENCRYPTION_KEYS
+        letters = dead_letters.list_letters(platform_db(), include_retried=all_, limit=limit, payload=False)
     table = Table("id", "task", "attempts", "failed at", "error", "retried as")
     for letter in letters:
         failed_at = letter.failed_at.isoformat(" ", "seconds")
@@ -79,7 +79,6 @@ def outbox_relay() -> None:
 def outbox_status() -> None:
     """Count outbox rows by status."""
     from timber_tasks.jobs import outbox
-    from timber_tasks.tasks.base import get_timber
 
-    with reported_errors():
-        console.print(outbox.counts(get_timber().db) or "the outbox is empty")
+    with reported_errors():  # counts only: runs without TIMBER_ENCRYPTION_KEYS
+        console.print(outbox.counts(platform_db()) or "the outbox is empty")

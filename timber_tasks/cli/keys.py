@@ -7,18 +7,16 @@ from typing import Annotated
 import typer
 
 from timber_tasks.cli.common import AppName, ConfigDirs, DatabaseUrl, console, reported_errors
-from timber_tasks.features.encryption import generate_key, rotate_encryption_keys
-from timber_tasks.jobs import sealing
-from timber_tasks.jobs.tables import system_metadata
-from timber_tasks.runtime import initialize_timber
 
-app = typer.Typer(no_args_is_help=True, help="Encryption keys: generate and rotate.")
+app = typer.Typer(no_args_is_help=True, help="Encryption keys: generate and rotate.", rich_markup_mode=None)
 
 
 @app.command()
 def generate() -> None:
     """Print a new Fernet key (put it first in TIMBER_ENCRYPTION_KEYS to make it the newest)."""
-    console.print(generate_key(), markup=False, highlight=False)
+    from cryptography.fernet import Fernet  # not features.encryption: no SQLAlchemy for one key
+
+    console.print(Fernet.generate_key().decode(), markup=False, highlight=False)
 
 
 @app.command()
@@ -31,6 +29,11 @@ def rotate(
     Safe to rerun after an interruption: rows already under the newest key are skipped.
     When it finishes, the old keys can be removed from TIMBER_ENCRYPTION_KEYS.
     """
+    from timber_tasks.features.encryption import rotate_encryption_keys
+    from timber_tasks.jobs import sealing
+    from timber_tasks.jobs.tables import system_metadata
+    from timber_tasks.runtime import initialize_timber
+
     with reported_errors():
         timber = initialize_timber(app_name=app_name, model_config_dirs=list(dirs) if dirs else None,
                                    database_url=database_url, create_tables=False, app_role=False)

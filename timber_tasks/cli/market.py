@@ -13,7 +13,8 @@ from rich.table import Table
 
 from timber_tasks.cli.common import console, err_console, reported_errors
 
-app = typer.Typer(no_args_is_help=True, help="Market data: fetch prices into the database, show watermarks.")
+app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                  help="Market data: fetch prices into the database, show watermarks.")
 
 Interval = Annotated[str, typer.Option("--interval", help="Bar size: 1d, 1h, 5m, 1wk, ...")]
 

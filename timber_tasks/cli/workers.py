@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from timber_tasks.cli.common import err_console, reported_errors
+from timber_tasks.cli.common import reported_errors
 
 LogLevel = Annotated[str, typer.Option("--loglevel", "-l", help="Celery log level.")]
 
@@ -34,17 +34,18 @@ def beat(loglevel: LogLevel = "INFO") -> None:
 
 
 def flower(
-    port: Annotated[int, typer.Option(help="HTTP port.")] = 5555,
+    port: Annotated[int, typer.Option(envvar="FLOWER_PORT", help="HTTP port.")] = 5555,
     address: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
     basic_auth: Annotated[str | None, typer.Option(
         envvar="FLOWER_BASIC_AUTH", help="user:password[,user2:password2]; required.")] = None,
 ) -> None:
-    """Start Flower; it refuses to run without authentication."""
-    if not basic_auth or ":" not in basic_auth:
-        err_console.print("[red]error:[/red] Flower needs authentication: set FLOWER_BASIC_AUTH=user:password "
-                          "(or pass --basic-auth); an open dashboard can revoke and inspect jobs")
-        raise typer.Exit(2)
+    """Start Flower; it refuses to run without a login (password of 8 characters or more)."""
+    from timber_tasks.startup import check_basic_auth
+
     with reported_errors():
-        from timber_tasks.celery_app import app
+        check_basic_auth(basic_auth)
+        from timber_tasks.celery_app import app, load_for_flower
+
+        load_for_flower()
     os.environ.setdefault("FLOWER_UNAUTHENTICATED_API", "false")
     app.start(["flower", f"--port={port}", f"--address={address}", f"--basic-auth={basic_auth}"])

@@ -72,9 +72,14 @@ def allowed_scope(app: str, model: type[Any]) -> tuple[str, ...] | None:
 def check_scope(app: str, model: type[Any], value: Any, ids: Any = None) -> None:
     """Refuse another app's scope value; reject one no app declares as invalid input."""
     allowed = allowed_scope(app, model)
+    spec = model.timber_spec.spec
+    if allowed is None and spec.app_scope is not None:  # the platform: any value some app declares
+        declared = sorted({v for values in spec.app_scope.values.values() for v in values})
+        if value not in declared:
+            raise ValidationError(model.timber_spec.name, spec.app_scope.column,
+                                  f"unknown {spec.app_scope.column} {value!r}; allowed: {', '.join(declared)}", ids=ids)
     if allowed is None or value in allowed:
         return
-    spec = model.timber_spec.spec
     name = model.timber_spec.name
     column = spec.app_scope.column
     owners = [a for a, values in spec.app_scope.values.items() if value in values]

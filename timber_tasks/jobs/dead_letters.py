@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import defer
 
 from timber_tasks.db import DatabaseManager
 from timber_tasks.errors import TimberError
@@ -33,8 +34,12 @@ def record(db: DatabaseManager, *, task_id: str, task_name: str, args: Any, kwar
         return letter.id
 
 
-def list_letters(db: DatabaseManager, *, include_retried: bool = False, limit: int = 100) -> list[DeadLetter]:
+def list_letters(db: DatabaseManager, *, include_retried: bool = False, limit: int = 100,
+                 payload: bool = True) -> list[DeadLetter]:
+    """Newest first; payload=False leaves out the sealed arguments, so listing needs no key."""
     query = select(DeadLetter).order_by(DeadLetter.id.desc()).limit(limit)
+    if not payload:
+        query = query.options(defer(DeadLetter.args), defer(DeadLetter.kwargs), defer(DeadLetter.traceback))
     if not include_retried:
         query = query.where(DeadLetter.retried_at.is_(None))
     with db.session_scope() as session:

@@ -12,10 +12,20 @@ TRANSIENT_SQLSTATES = frozenset({
     "40P01",  # deadlock_detected
     "55P03",  # lock_not_available
     "57P01",  # admin_shutdown
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now: the database system is starting up, shutting down or in recovery
+    "53300",  # too_many_connections
     "08000", "08003", "08006", "08001", "08004",  # connection exceptions
 })
 
 TRANSIENT_SQLITE_MESSAGES = ("database is locked", "database is busy", "disk i/o error")
+# PostgreSQL says these while connecting, before any SQLSTATE reaches the driver's error object.
+TRANSIENT_SERVER_MESSAGES = (
+    "server closed the connection", "could not connect", "connection refused", "terminating connection",
+    "the database system is shutting down", "the database system is starting up",
+    "the database system is in recovery mode", "the database system is not yet accepting connections",
+    "connection to server", "ssl connection has been closed",
+)
 
 
 class TransientError(Exception):
@@ -35,8 +45,7 @@ def is_transient(exc: BaseException) -> bool:
         message = str(exc.orig).lower()
         if isinstance(exc, sa_exc.OperationalError) and (
             (code is None and any(m in message for m in TRANSIENT_SQLITE_MESSAGES))
-            or "server closed the connection" in message or "could not connect" in message
-            or "connection refused" in message or "terminating connection" in message
+            or any(m in message for m in TRANSIENT_SERVER_MESSAGES)
         ):
             return True
     if isinstance(exc, sa_exc.TimeoutError | sa_exc.DisconnectionError):

@@ -11,12 +11,13 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert, inspect, update
+from sqlalchemy import delete, insert, inspect, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from timber_tasks.errors import TimberError, ValidationError
+from timber_tasks.errors import ValidationError
+from timber_tasks.features import isolation
 from timber_tasks.features.writes import PREPARED, prepare_rows
 from timber_tasks.jobs import outbox
 from timber_tasks.jobs.tables import JobRecord
@@ -26,13 +27,17 @@ from timber_tasks.models.records import jsonable_value, to_jsonable, validate_re
 OPERATIONS = ("create", "update", "upsert", "delete")
 
 
-class RecordNotFoundError(TimberError, LookupError):
-    """Raised when an update names a record that does not exist."""
+class RecordNotFoundError(ValidationError, LookupError):
+    """Raised when an update names a record that does not exist (in a batch: ids is its index)."""
 
-    def __init__(self, model: str, key: Mapping[str, Any]) -> None:
-        self.model = model
+    def __init__(self, model: str, key: Mapping[str, Any], index: int | None = None) -> None:
         self.key = dict(key)
-        super().__init__(f"{model}: no record with {self.key}")
+        super().__init__(model, None, f"no record with {self.key}" + (f" (record {index} of the batch)"
+                                                                       if index is not None else ""), ids=index)
+        self.field = next(iter(self.key)) if len(self.key) == 1 else None
+
+    def __str__(self) -> str:
+        return f"{self.model}: {self.message}"
 
 
 def persist(
@@ -49,13 +54,20 @@ def persist(
     if operation not in OPERATIONS:
         raise ValidationError(model_name, None, f"unknown operation {operation!r}; use one of {', '.join(OPERATIONS)}")
     model = timber.registry.get(model_name)
+    app = timber.app_name
+    isolation.check_model(app, model)  # the job acts for the app that sent it, as its services do
     batch = isinstance(data, list | tuple)
     records = list(data) if batch else [data]
     if not records:
         raise ValidationError(model_name, None, "a batch job needs at least one record")
     rows = _validated(model, operation, records)
+    _check_scopes(app, model, rows)
+    if app != isolation.PLATFORM_APP:  # two apps may pick the same key: each has its own
+        idempotency_key = f"{app}:{idempotency_key}"
     try:
         with timber.db.session_scope() as session:
+            if operation != "create":
+                _check_stored_scopes(timber, session, model, rows)
             result = OPERATION_FUNCTIONS[operation](session, model, rows, batch)
             result.update(model=model_name, operation=operation)
             # A Core insert, not an ORM add: same transaction, without a second unit-of-work flush.
@@ -63,13 +75,17 @@ def persist(
                                                  "result": result, "created_at": utcnow()}])
             if outbox_task_id:
                 outbox.complete(session, outbox_task_id)
-    except IntegrityError as exc:
+    except (IntegrityError, ValidationError) as exc:
+        if isinstance(exc, ValidationError) and not isinstance(exc.__cause__, IntegrityError):
+            raise  # our own check, not the database's refusal
         first = recorded_result(timber, idempotency_key)
         if first is not None:
             if outbox_task_id:
                 with timber.db.session_scope() as session:
                     outbox.complete(session, outbox_task_id)
             return first
+        if isinstance(exc, ValidationError):  # the model and column the database refused
+            raise exc from None
         raise ValidationError(model_name, None, f"conflicts with the stored data: {exc.orig}") from None
     return result
 
@@ -78,6 +94,35 @@ def recorded_result(timber: Any, idempotency_key: str) -> dict[str, Any] | None:
     with timber.db.session_scope() as session:
         record = session.get(JobRecord, idempotency_key)
         return dict(record.result) if record is not None else None
+
+
+def _check_scopes(app: str, model: type[Any], rows: list[dict[str, Any]]) -> None:
+    """Scope values the job writes (e.g. a session type) must be the app's own."""
+    scope = model.timber_spec.spec.app_scope
+    if scope is None:
+        return
+    for row in rows:
+        if scope.column in row:
+            isolation.check_scope(app, model, row[scope.column], ids=_key_of(model, row))
+
+
+def _check_stored_scopes(timber: Any, session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
+    """Rows a job changes or deletes must be in the app's scope; hidden ones (RLS) are named, not 'missing'."""
+    scope = model.timber_spec.spec.app_scope
+    if scope is None or isolation.allowed_scope(timber.app_name, model) is None:
+        return
+    for row in rows:
+        pk = _key_of(model, row)
+        obj = session.get(model, pk)
+        value = getattr(obj, scope.column) if obj is not None else isolation.hidden_scope_value(timber, model, pk)
+        if value is not None:
+            isolation.check_scope(timber.app_name, model, value, ids=pk)
+
+
+def _key_of(model: type[Any], row: Mapping[str, Any]) -> Any:
+    keys = [c.key for c in inspect(model).primary_key]
+    values = tuple(row.get(k) for k in keys)
+    return values if len(keys) > 1 else values[0]
 
 
 def _validated(model: type[Any], operation: str, records: list[Any]) -> list[dict[str, Any]]:
@@ -116,9 +161,26 @@ def _update(session: Session, model: type[Any], rows: list[dict[str, Any]], batc
             setattr(obj, field, value)
         session.flush()
         return {"count": 1, "record": _public(obj)}
+    _require_rows(session, model, rows)  # a bulk update of a missing row would fail as StaleDataError
     for group in _by_fields(rows).values():
         session.execute(update(model), group)  # ORM bulk update by primary key
     return {"count": len(rows)}
+
+
+def _require_rows(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
+    keys = [c.key for c in inspect(model).primary_key]
+    columns = [getattr(model, k) for k in keys]
+    wanted = [tuple(row[k] for k in keys) for row in rows]
+    found: set[tuple[Any, ...]] = set()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start:start + 500]
+        if len(keys) == 1:
+            found.update((v,) for v in session.scalars(select(columns[0]).where(columns[0].in_([c[0] for c in chunk]))))
+        else:
+            found.update(tuple(r) for r in session.execute(select(*columns).where(tuple_(*columns).in_(chunk))))
+    for index, key in enumerate(wanted):
+        if key not in found:
+            raise RecordNotFoundError(model.__name__, dict(zip(keys, key, strict=True)), index)
 
 
 def _upsert(session: Session, model: type[Any], rows: list[dict[str, Any]], batch: bool) -> dict[str, Any]:

@@ -95,3 +95,38 @@ def pending_changes(timber: Timber) -> list[Any]:
             conn, opts={"include_object": include_object, "compare_type": True}
         )
         return list(compare_metadata(ctx, target_metadata(timber)))
+
+
+def describe_changes(diffs: list[Any]) -> list[str]:
+    """Alembic's diff tuples as lines an operator reads: table, column, change."""
+    lines: list[str] = []
+    for diff in diffs:
+        items = diff if isinstance(diff, list) else [diff]  # modify_* diffs come grouped per column
+        for item in items:
+            lines.append(_describe(item))
+    return lines
+
+
+def _describe(item: tuple[Any, ...]) -> str:
+    kind = item[0]
+    if kind in ("add_table", "remove_table"):
+        table = item[1]
+        columns = ", ".join(c.name for c in table.columns)
+        return f"table {table.name}: {'missing' if kind == 'add_table' else 'not in the YAML'} ({columns})"
+    if kind in ("add_column", "remove_column"):
+        _, _, table, column = item
+        state = "missing" if kind == "add_column" else "not in the YAML"
+        return f"{table}.{column.name}: column {state} ({column.type})"
+    if kind in ("add_index", "remove_index"):
+        index = item[1]
+        return (f"{index.table.name}: index {index.name} {'missing' if kind == 'add_index' else 'not in the YAML'} "
+                f"({', '.join(c.name for c in index.columns)})")
+    if kind in ("add_constraint", "remove_constraint", "add_fk", "remove_fk"):
+        constraint = item[1]
+        table = getattr(getattr(constraint, "table", None), "name", "?")
+        return f"{table}: {kind.replace('_', ' ')} {getattr(constraint, 'name', None) or ''}".rstrip()
+    if kind.startswith("modify_"):
+        _, _, table, column, _, old, new = item
+        what = kind.removeprefix("modify_")
+        return f"{table}.{column}: {what} is {old} in the database, {new} in the YAML"
+    return " ".join(str(part) for part in item)

@@ -52,7 +52,7 @@ def _plugins_of(m: ResolvedModel) -> list[FeaturePlugin]:
             if block not in _plugins:
                 # Building the model without it would store plaintext: refuse.
                 raise ConfigError(f"model {m.name} enables {block!r}, but its plug-in is not loaded: "
-                                  "import timber_tasks (or timber_tasks.features) before building models")
+                                  "import timber_tasks.features.encryption before building models")
             found.append(_plugins[block])
     return found
 

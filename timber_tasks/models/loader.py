@@ -80,8 +80,7 @@ def load_model_files(
     _check_file_depends(specs, errors)
     mixins = _collect_mixins(specs, errors)
     models = _resolve_models(specs, mixins, app_name, errors)
-    if not errors.errors:
-        _check_models(models, dialect, errors)
+    _check_models(models, dialect, errors)  # in the same round: every error of the set at once
     if errors.errors:
         raise ModelConfigErrors(errors.errors)
     return _dependency_order(models)
@@ -92,7 +91,8 @@ def _parse_files(paths: Sequence[Path], errors: _Collector) -> dict[str, FileSpe
     for path in paths:
         name = str(path)
         try:
-            raw = yaml.load(path.read_text(encoding="utf-8"), Loader=YamlLoader)
+            with path.open(encoding="utf-8") as stream:  # a named stream: YAML errors name the file
+                raw = yaml.load(stream, Loader=YamlLoader)
         except yaml.YAMLError as exc:
             errors.add(f"malformed YAML: {exc}", file=name)
             continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import math
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,10 @@ from sqlalchemy import types as satypes
 
 from timber_tasks.errors import ValidationError
 from timber_tasks.models import validators
+from timber_tasks.models.json_values import text_problem, value_problem
+
+# Integer ranges of the declared types: the same limits on SQLite (64-bit for all) and PostgreSQL.
+INTEGER_RANGES = ((satypes.SmallInteger, 16), (satypes.BigInteger, 64), (satypes.Integer, 32))
 
 
 def _to_datetime(value: Any) -> dt.datetime:
@@ -69,7 +74,10 @@ def _to_int(value: Any) -> int:
 def _to_float(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError("expected a number")
-    return float(value)
+    result = float(value)
+    if not math.isfinite(result):
+        raise TypeError("expected a finite number")
+    return result
 
 
 def _to_bool(value: Any) -> bool:
@@ -81,6 +89,9 @@ def _to_bool(value: Any) -> bool:
 def _to_str(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError("expected a string")
+    problem = text_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -95,6 +106,10 @@ def _to_bytes(value: Any) -> bytes:
 
 
 def _to_json(value: Any) -> Any:
+    found = value_problem(value)
+    if found is not None:
+        path, problem = found
+        raise ValueError(f"{'.'.join(map(str, path))} {problem}".strip())
     return value
 
 
@@ -151,8 +166,9 @@ def validate_record(model: type[Any], data: Mapping[str, Any], *, partial: bool 
             continue
         try:
             value = converter_for(column.type)(value)
-        except (TypeError, ValueError, decimal.InvalidOperation) as exc:
-            message = f"{value!r}: {exc}"
+            _check_range(column.type, value)
+        except (TypeError, ValueError, OverflowError, decimal.InvalidOperation) as exc:
+            message = f"{_shown(value)}: {exc}"
             if key in validators.encrypted_fields(model):
                 message = validators.redact(message, value)
             raise ValidationError(spec.name, key, message) from None
@@ -168,6 +184,31 @@ def validate_record(model: type[Any], data: Mapping[str, Any], *, partial: bool 
             if required and key not in out and key not in computed and not _autoincrements(column):
                 raise ValidationError(spec.name, key, "is required")
     return out
+
+
+def _shown(value: Any) -> str:
+    """A value for a message: short, and printable whatever it holds (deep nesting, surrogates)."""
+    if isinstance(value, dict | list | tuple):
+        return f"a {type(value).__name__}"
+    return ascii(value)[:80]
+
+
+def _check_range(type_: satypes.TypeEngine[Any], value: Any) -> None:
+    """Numbers the declared column cannot hold fail here, not as a database overflow (or not at all on SQLite)."""
+    impl = getattr(type_, "plain_type", None) or type_
+    if isinstance(value, int) and not isinstance(value, bool):
+        for base, bits in INTEGER_RANGES:
+            if isinstance(impl, base):
+                low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+                if not low <= value <= high:
+                    raise OverflowError(f"out of range for {type(impl).__name__} ({low} to {high})")
+                return
+    if isinstance(value, decimal.Decimal) and isinstance(impl, satypes.Numeric) and impl.precision:
+        scale = impl.scale or 0
+        digits = value.adjusted() + 1 if value else 0
+        if digits > impl.precision - scale:
+            raise OverflowError(f"has {digits} digits before the decimal point; Numeric({impl.precision}, "
+                                f"{scale}) holds {impl.precision - scale}")
 
 
 def _autoincrements(column: Any) -> bool:

@@ -19,6 +19,7 @@ KEYWORDS = frozenset({
 _TOKEN = re.compile(
     r"""\s*(?:
         (?P<string>'(?:[^']|'')*')
+      | (?P<comment>--|/\*|\*/)
       | (?P<number>\d+(?:\.\d+)?)
       | (?P<word>[A-Za-z_][A-Za-z0-9_]*)
       | (?P<op><>|!=|<=|>=|\|\||[-+*/%=<>(),])
@@ -39,6 +40,9 @@ def check_expression(expression: str, columns: Iterable[str]) -> None:
         if not match:
             raise ValueError(f"cannot read expression {expression!r} at {text[pos:]!r}")
         word, op = match.group("word"), match.group("op")
+        if match.group("comment"):  # a comment hides the rest from this check, not from the database
+            raise ValueError(f"expression {expression!r} holds an SQL comment ({match.group('comment')!r}); "
+                             "remove it")
         if word and word not in known and word.lower() not in KEYWORDS:
             raise ValueError(
                 f"expression {expression!r} names {word!r}, which is not a column of this model"

@@ -58,6 +58,10 @@ class BaseService:
         try:
             with self.timber.db.session_scope() as session:
                 yield session
+        except ValidationError as exc:  # a refused write, named by the database manager: model and column
+            if exc.ids is None and ids is not None:
+                exc.ids = ids
+            raise
         except IntegrityError as exc:
             reason = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc)
             raise DatabaseError(f"the database refused the write: {reason}", model=name, ids=ids) from exc

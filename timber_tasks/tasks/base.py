@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import contextvars
+import inspect
 import logging
 import random
 from typing import Any
 
-from celery import Task, current_app
+from celery import Celery, Task, current_app, shared_task
+from celery.local import Proxy
 from celery.result import AsyncResult
 from celery.utils import uuid
 from sqlalchemy import event
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from timber_tasks import runtime
 from timber_tasks.brokers import broker_keeps_unacked, settings_of
+from timber_tasks.errors import EnqueueError, ValidationError
 from timber_tasks.gdpr.audit import acting_as_job
-from timber_tasks.jobs import dead_letters, outbox
+from timber_tasks.jobs import dead_letters, outbox, payloads
 from timber_tasks.jobs.faults import is_transient
 from timber_tasks.runtime import Timber
 
@@ -24,14 +29,51 @@ log = logging.getLogger("timber_tasks.tasks")
 # Options worth keeping with an outbox row; the rest are per-publish details.
 PORTABLE_OPTIONS = ("countdown", "expires", "priority")
 _QUEUED = "timber_outbox_queued"
+APP_HEADER = "timber_app"  # the app a job acts for: the sender's (see README, "which app a job acts for")
+# The app of the job this thread is running: jobs it sends (retries included) act for that app too.
+_acting_for: contextvars.ContextVar[str | None] = contextvars.ContextVar("timber_acting_for", default=None)
 
 
 def get_timber() -> Timber:
     return runtime.for_this_process()
 
 
+def timber_app() -> Celery:
+    """The Celery app our tasks send through: the current one if it is a timber app, else ours.
+
+    An app process that imports a task module and calls delay() never built a Celery app
+    itself; Celery's fallback would be its unconfigured `default` app (amqp://localhost).
+    """
+    app = current_app._get_current_object()
+    if getattr(app, "timber_settings", None) is None:
+        from timber_tasks.celery_app import app
+    return app
+
+
+def timber_task(name: str, **options: Any) -> Any:
+    """Like Celery's @shared_task (every app gets the task), but the task is always taken from timber_app()."""
+    def register(fun: Any) -> Any:
+        shared_task(name=name, **options)(fun)
+        return Proxy(lambda: timber_app().tasks[name])
+
+    return register
+
+
 def _portable(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: options[k] for k in PORTABLE_OPTIONS if isinstance(options.get(k), int | float)}
+    kept: dict[str, Any] = {k: options[k] for k in PORTABLE_OPTIONS if isinstance(options.get(k), int | float)}
+    kept["headers"] = {APP_HEADER: options["headers"][APP_HEADER]}
+    return kept
+
+
+def sender_app() -> str:
+    """The app a job sent from here acts for: the running job's, else this process's Timber's."""
+    return _acting_for.get() or runtime.current_app_name()
+
+
+def with_app_header(options: dict[str, Any]) -> dict[str, Any]:
+    headers = dict(options.get("headers") or {})
+    headers.setdefault(APP_HEADER, sender_app())
+    return {**options, "headers": headers}
 
 
 class TimberTask(Task):
@@ -53,15 +95,52 @@ class TimberTask(Task):
         delay: float = min(self.backoff_cap, settings_of(self.app).retry_backoff * 2**retries)
         return delay / 2 + random.uniform(0, delay / 2)
 
+    @property
+    def acting_app(self) -> str | None:
+        """The app the running job acts for (its message's header); None: the worker's own app."""
+        request = self.request
+        app = getattr(request, APP_HEADER, None) or (getattr(request, "headers", None) or {}).get(APP_HEADER)
+        return str(app) if app else None
+
+    @property
+    def timber(self) -> Timber:
+        """The Timber acting for the job's app: its models, scopes and database role."""
+        return runtime.for_app(self.acting_app)
+
+    def bind_arguments(self, args: Any, kwargs: Any) -> inspect.BoundArguments:
+        """The call's arguments by parameter name; wrong ones fail here, not as a job that never ends."""
+        try:
+            return inspect.signature(self.run).bind(*(args or ()), **(kwargs or {}))
+        except TypeError as exc:
+            raise ValidationError(self.name, None, f"wrong arguments: {exc}") from None
+
+    def check_call(self, args: Any, kwargs: Any) -> None:
+        """Refuse, before anything is written, a call whose arguments no store would keep as given."""
+        bound = self.bind_arguments(args, kwargs)
+        for name, value in bound.arguments.items():
+            problem = payloads.value_problem(value)
+            if problem is not None:
+                path, message = problem
+                raise ValidationError(self.name, ".".join(map(str, [name, *path])), message)
+
     def apply_async(self, args: Any = None, kwargs: Any = None, task_id: str | None = None,
                     **options: Any) -> AsyncResult:
+        self.check_call(args, kwargs)
+        options = with_app_header(options)
         if not self.tracks_outbox:
+            return super().apply_async(args, kwargs, task_id=task_id, **options)
+        if task_id is not None and options.get("retries") and task_id == self.request.id:
+            # A retry of the running job: its outbox row is there until the effect commits, so it
+            # needs no new one (and must not need the database, which may be why it retries).
             return super().apply_async(args, kwargs, task_id=task_id, **options)
         task_id = task_id or uuid()
         db = get_timber().db
-        with db.session_scope() as session:
-            outbox.add(session, task_id=task_id, task_name=self.name, args=args, kwargs=kwargs,
-                       options=_portable(options), status="published")
+        try:
+            with db.session_scope() as session:
+                outbox.add(session, task_id=task_id, task_name=self.name, args=args, kwargs=kwargs,
+                           options=_portable(options), status="published")
+        except SQLAlchemyError as exc:
+            raise EnqueueError(self.name, str(getattr(exc, "orig", None) or exc).splitlines()[0]) from exc
         try:
             return super().apply_async(args, kwargs, task_id=task_id, **options)
         except Exception as exc:  # recorded: the relay publishes it when the broker is back
@@ -70,6 +149,7 @@ class TimberTask(Task):
             return self.AsyncResult(task_id)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        token = _acting_for.set(self.acting_app)
         try:
             with acting_as_job(self.request.id, self.name):  # the GDPR change record names the job
                 return super().__call__(*args, **kwargs)
@@ -80,6 +160,8 @@ class TimberTask(Task):
                 raise self.retry(exc=exc, countdown=self.backoff(self.request.retries),
                                  max_retries=self.retry_limit) from exc
             raise
+        finally:
+            _acting_for.reset(token)
 
     def on_success(self, retval: Any, task_id: str, args: Any, kwargs: Any) -> None:
         if self.tracks_outbox and not self.completes_outbox_itself:
@@ -108,7 +190,8 @@ def enqueue(session: Session, task: Task | str, *args: Any, options: dict[str, A
     """
     name = task if isinstance(task, str) else task.name
     task_id = uuid()
-    outbox.add(session, task_id=task_id, task_name=name, args=args, kwargs=kwargs, options=options or {})
+    outbox.add(session, task_id=task_id, task_name=name, args=args, kwargs=kwargs,
+               options=with_app_header(options or {}))
     if _QUEUED not in session.info:
         session.info[_QUEUED] = []
         event.listen(session, "after_commit", _publish_committed)
@@ -123,4 +206,4 @@ def _publish_committed(session: Session) -> None:
     if queued:
         from timber_tasks.tasks.relay import publish_rows
 
-        publish_rows(current_app._get_current_object(), get_timber(), queued)
+        publish_rows(timber_app(), get_timber(), queued)

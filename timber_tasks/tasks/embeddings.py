@@ -11,11 +11,11 @@ import logging
 import threading
 from typing import Any
 
-from celery import shared_task, signals
+from celery import signals
 
 from timber_tasks.embeddings.changes import work_for
 from timber_tasks.features.writes import CommittedWrites, on_commit
-from timber_tasks.tasks.base import TimberTask, get_timber
+from timber_tasks.tasks.base import TimberTask, get_timber, timber_task
 
 log = logging.getLogger("timber_tasks.embeddings")
 
@@ -36,7 +36,7 @@ def indexer(name: str) -> Any:
         return found
 
 
-@shared_task(base=TimberTask, name="timber.embeddings.embed_rows")
+@timber_task("timber.embeddings.embed_rows", base=TimberTask)
 def embed_rows(model: str, ids: list[Any], deleted: list[Any] | None = None) -> dict[str, Any]:
     """Embed the rows with these keys (changed content only) and remove the vectors of `deleted` keys.
 
@@ -52,13 +52,13 @@ def embed_rows(model: str, ids: list[Any], deleted: list[Any] | None = None) -> 
     return dict(result)
 
 
-@shared_task(base=TimberTask, name="timber.embeddings.sync_model")
+@timber_task("timber.embeddings.sync_model", base=TimberTask)
 def sync_model(model: str) -> dict[str, Any]:
     """Reconcile a whole model (after a write whose keys are unknown): changed rows embedded, orphans removed."""
     return dict(indexer(model).sync())
 
 
-@shared_task(base=TimberTask, name="timber.embeddings.search")
+@timber_task("timber.embeddings.search", base=TimberTask)
 def search(query: str, collection_name: str, filter_dict: dict[str, Any] | None = None, limit: int = 10,
            app: str | None = None, user_id: str | None = None) -> list[dict[str, Any]]:
     """The service's search run where the model is already loaded (the demo uses it), for `app` and `user_id`.

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import shared_task
 from celery.result import AsyncResult
 
 from timber_tasks import gdpr
-from timber_tasks.tasks.base import TimberTask, get_timber
+from timber_tasks.tasks.base import TimberTask, get_timber, timber_task
 
 PROGRESS = "PROGRESS"
 
 
-@shared_task(base=TimberTask, bind=True, name="timber.gdpr.export")
+@timber_task("timber.gdpr.export", base=TimberTask, bind=True)
 def export(self: TimberTask, user_id: str, out: str, force: bool = False, requested_by: str = "app",
            archive_key: str | None = None, passphrase: str | None = None) -> dict[str, Any]:
     """Write the subject's export to `out` (a path the worker can write); returns counts and the file's hash."""
@@ -32,7 +31,7 @@ def export(self: TimberTask, user_id: str, out: str, force: bool = False, reques
     return {"path": str(report.path), "counts": report.counts, "sha256": report.sha256}
 
 
-@shared_task(base=TimberTask, bind=True, name="timber.gdpr.erase")
+@timber_task("timber.gdpr.erase", base=TimberTask, bind=True)
 def erase(self: TimberTask, request_id: str) -> dict[str, Any]:
     """Carry out a requested erasure; a redelivered or repeated job finishes it or changes nothing."""
     done: dict[str, int] = {}
@@ -45,7 +44,7 @@ def erase(self: TimberTask, request_id: str) -> dict[str, Any]:
     return {"request": report.request_id, "counts": report.counts}
 
 
-@shared_task(base=TimberTask, name="timber.gdpr.replay_ledger")
+@timber_task("timber.gdpr.replay_ledger", base=TimberTask)
 def replay_ledger(requested_by: str = "maintenance") -> dict[str, Any]:
     """After a database restore: erase again every subject the ledger says was erased."""
     reports = gdpr.replay_ledger(get_timber(), requested_by=requested_by)

@@ -6,7 +6,6 @@ import dataclasses
 from datetime import timedelta
 from typing import Any
 
-from celery import shared_task
 from sqlalchemy import delete
 
 from timber_tasks.features import cache, encryption
@@ -14,15 +13,15 @@ from timber_tasks.jobs import sealing
 from timber_tasks.jobs.tables import JobRecord, system_metadata
 from timber_tasks.models.defaults import utcnow
 from timber_tasks.tasks import relay
-from timber_tasks.tasks.base import TimberTask, get_timber
+from timber_tasks.tasks.base import TimberTask, get_timber, timber_task
 
 
-@shared_task(base=TimberTask, bind=True, name="timber.maintenance.relay_outbox")
+@timber_task("timber.maintenance.relay_outbox", base=TimberTask, bind=True)
 def relay_outbox(self: TimberTask, limit: int = 500) -> dict[str, Any]:
     return relay.relay(self.app, get_timber(), limit=limit)
 
 
-@shared_task(base=TimberTask, name="timber.maintenance.purge_job_records")
+@timber_task("timber.maintenance.purge_job_records", base=TimberTask)
 def purge_job_records(older_than_days: int = 30) -> int:
     """Idempotency keys are kept long enough to outlive any redelivery, then dropped."""
     cutoff = utcnow() - timedelta(days=older_than_days)
@@ -30,7 +29,7 @@ def purge_job_records(older_than_days: int = 30) -> int:
         return int(session.execute(delete(JobRecord).where(JobRecord.created_at < cutoff)).rowcount)  # type: ignore[attr-defined]
 
 
-@shared_task(base=TimberTask, name="timber.maintenance.rotate_encryption_keys")
+@timber_task("timber.maintenance.rotate_encryption_keys", base=TimberTask)
 def rotate_encryption_keys(batch_size: int = 500) -> dict[str, Any]:
     """Re-encrypt every encrypted field and re-seal stored job payloads under the newest key; re-runnable."""
     timber = get_timber()
@@ -38,7 +37,7 @@ def rotate_encryption_keys(batch_size: int = 500) -> dict[str, Any]:
     return {**report, "payloads_resealed": sealing.reseal_stored(timber.db, system_metadata)}
 
 
-@shared_task(base=TimberTask, name="timber.cache.warm")
+@timber_task("timber.cache.warm", base=TimberTask)
 def warm_cache(model: str | None = None, keys: list[Any] | None = None) -> dict[str, int]:
     """Load the named keys (default: every cached model's YAML `warm_keys`) into both cache levels."""
     timber = get_timber()
@@ -46,6 +45,6 @@ def warm_cache(model: str | None = None, keys: list[Any] | None = None) -> dict[
     return {name: cache.warm_cache(timber, name, keys if model else None) for name in names}
 
 
-@shared_task(name="timber.maintenance.noop")
+@timber_task("timber.maintenance.noop")
 def noop() -> None:
     """Does nothing: the floor every benchmark is measured against."""

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery import chord, shared_task
+from celery import chord
 
 from timber_tasks.jobs import outbox
-from timber_tasks.tasks.base import TimberTask, get_timber
+from timber_tasks.tasks.base import TimberTask, get_timber, timber_task
 
 BATCH_SIZE = 50  # symbols per job: one provider call and one transaction per CHUNK of them
 
@@ -20,7 +20,7 @@ def _symbols(symbols: list[str] | str) -> list[str]:
     return list(dict.fromkeys(s.strip().upper() for s in items if s.strip()))
 
 
-@shared_task(base=TimberTask, bind=True, name="timber.market_data.fetch_prices")
+@timber_task("timber.market_data.fetch_prices", base=TimberTask, bind=True)
 def fetch_prices(self: TimberTask, symbols: list[str] | str, start: str | None = None, end: str | None = None,
                  interval: str = "1d", provider: str | None = None, batch_size: int = BATCH_SIZE,
                  warm: bool = False) -> Any:
@@ -45,7 +45,7 @@ def fetch_prices(self: TimberTask, symbols: list[str] | str, start: str | None =
     raise self.replace(chord(batches, merge_results.s(interval if warm else None)))
 
 
-@shared_task(base=TimberTask, name="timber.market_data.fetch_batch")
+@timber_task("timber.market_data.fetch_batch", base=TimberTask)
 def fetch_batch(symbols: list[str], start: str | None = None, end: str | None = None, interval: str = "1d",
                 provider: str | None = None) -> dict[str, dict[str, Any]]:
     """One batch: {symbol: {status, written, skipped, rejected, error}}."""
@@ -54,7 +54,7 @@ def fetch_batch(symbols: list[str], start: str | None = None, end: str | None = 
     return ingest.fetch_and_store(get_timber(), symbols, interval=interval, start=start, end=end, provider=provider)
 
 
-@shared_task(base=TimberTask, name="timber.market_data.merge_results")
+@timber_task("timber.market_data.merge_results", base=TimberTask)
 def merge_results(batches: list[dict[str, dict[str, Any]]], warm_interval: str | None = None) -> dict[str, Any]:
     """The batches' per-symbol results in one answer, with totals; warms the newest bars when asked."""
     from timber_tasks.market_data import ingest
