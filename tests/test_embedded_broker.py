@@ -7,6 +7,7 @@ Sizes are bounded for the suite; `make stress` runs the long variant through the
 from __future__ import annotations
 
 import collections
+import json
 import os
 import re
 import signal
@@ -127,13 +128,20 @@ def test_empty_and_garbled_files_go_to_corrupt_with_a_logged_error_and_the_worke
     queue.mkdir(parents=True, exist_ok=True)
     (queue / "00000000000000000001.empty.msg").write_bytes(b"")
     (queue / "00000000000000000002.garbled.msg").write_bytes(b'{"body": "half a mess')
+    (queue / "00000000000000000003.deep.msg").write_bytes(b"[" * 200_000 + b"]" * 200_000)  # past the parser's limit
+    (queue / "00000000000000000004.folder.msg").mkdir()  # a folder named like a message
+    (queue / "00000000000000000005.tag.msg").write_text(json.dumps({"properties": {"delivery_tag": {"a": 1}}}))
     result = platform.task(PERSIST).delay("TrackedEvent", "create", {"app_name": "grove", "event_type": "after"})
     assert result.get(timeout=60)["count"] == 1
-    corrupt = sorted(path.name for path in broker_files(platform, "corrupt"))
-    assert corrupt == ["persistence.00000000000000000001.empty.msg", "persistence.00000000000000000002.garbled.msg"]
+    corrupt = sorted(path.name.rsplit(".", 1)[0] for path in (Path(platform.env["TIMBER_DATA_DIR"]) / "broker"
+                                                               / "corrupt").iterdir())
+    assert corrupt == [f"persistence.0000000000000000000{n}.{kind}.msg"
+                       for n, kind in enumerate(["empty", "garbled", "deep", "folder", "tag"], start=1)]
     log = platform.log_of(worker)
     assert "00000000000000000001.empty.msg in queue 'persistence' is not a message" in log
     assert "00000000000000000002.garbled.msg in queue 'persistence' is not a message" in log
+    assert "00000000000000000003.deep.msg in queue 'persistence' is not a message (RecursionError)" in log
+    assert "00000000000000000005.tag.msg in queue 'persistence' is not a message (its delivery tag" in log
     assert worker.poll() is None and "Unrecoverable error" not in log
 
 

@@ -141,14 +141,18 @@ class Channel(virtual.Channel):
         """The message in a claimed file, or None after moving a bad file to corrupt/."""
         try:
             payload = json.loads(claimed.read_bytes())
-            payload["properties"]["delivery_tag"]  # a message has one, else KeyError
+            if not isinstance(payload["properties"]["delivery_tag"], str):
+                raise TypeError("its delivery tag is not a string")
             return payload
-        except (ValueError, KeyError, TypeError) as exc:
+        # Anything else here is a file no producer of ours wrote: nested past Python's limit, a folder
+        # named like a message, a tag that is no string. None of it may stop the consumer.
+        except (ValueError, KeyError, TypeError, RecursionError, OSError) as exc:
             self.corrupt_folder.mkdir(exist_ok=True)
-            target = self.corrupt_folder / f"{queue}.{claimed.name}"
+            target = self.corrupt_folder / f"{queue}.{claimed.name}.{time.time_ns()}"
             os.replace(claimed, target)
             logger.error("embedded broker: %s in queue %r is not a message (%s); moved to %s",
-                         claimed.name, queue, exc or "empty file", target)
+                         claimed.name, queue, type(exc).__name__ if isinstance(exc, RecursionError) else
+                         (exc or "empty file"), target)
             return None
 
     def _release(self, delivery_tag: str, back_to_queue: bool = False) -> bool:
