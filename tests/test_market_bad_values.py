@@ -198,3 +198,18 @@ def test_the_bounds_come_from_the_models_column_types() -> None:
                                           database_url="sqlite://").get_model("OhlcvPrice"))
     assert shipped.bounds["close"].type_name == "Numeric(18, 6)" and shipped.bounds["close"].limit == 1e12
     assert shipped.bounds["volume"].limit == 2**63 and "volume" in shipped.nullable
+
+
+def test_a_symbol_that_is_no_ticker_fails_alone_and_no_file_outside_the_folder_is_read(
+    database_url: str, files: Path, tmp_path: Path,
+) -> None:
+    write(tmp_path, "EVIL", bars(), interval=".")  # a price file beside, not inside, the provider's folder
+    for symbol in ("BRK-B", "^GSPC", "EURUSD=X"):
+        write(files, symbol, bars())
+    timber = _timber(database_url)
+    hostile = ["../../EVIL", "../EVIL", "A B", "X/Y"]
+    result = _run(timber, files, [*hostile, "BRK-B", "^GSPC", "EURUSD=X"])
+    for symbol in hostile:
+        assert result[symbol]["status"] == "failed" and "not a ticker symbol" in result[symbol]["error"], symbol
+    assert all(result[s]["written"] == 10 for s in ("BRK-B", "^GSPC", "EURUSD=X")) and count(timber) == 30
+    assert FileProvider(files).path_for("../EVIL", ".") is None  # the provider itself never leaves its folder

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from timber_tasks.stores.ratelimit import RateLimiter, rate_limiter
 
 log = logging.getLogger("timber_tasks.market_data")
 
+TICKER = re.compile(r"\^?[A-Z0-9][A-Z0-9.=-]*")  # AAPL, BRK-B, ^GSPC, EURUSD=X, BTC-USD
 RATE_ENV, BURST_ENV = "TIMBER_MARKET_DATA_RATE", "TIMBER_MARKET_DATA_BURST"  # provider requests per second / saved up
 CHUNK = 50  # symbols per provider call and per transaction
 INTRADAY = timedelta(days=2)
@@ -84,6 +86,8 @@ def fetch_and_store(timber: Any, symbols: list[str], *, interval: str = "1d", st
         if longest and len(symbol) > longest:
             results[symbol] = SymbolResult("failed", error=f"longer than the {longest} characters of "
                                                             f"{store.PRICE_MODEL}.symbol")
+        elif not TICKER.fullmatch(symbol):  # it also names a file of the file provider: no paths
+            results[symbol] = SymbolResult("failed", error="not a ticker symbol (letters, digits and . - ^ =)")
     if not isinstance(provider, Provider):
         provider = get_provider(provider, data_dir=timber.settings.data_dir)
     limiter = limiter or default_limiter(timber, provider.name)

@@ -32,7 +32,7 @@ class FileProvider(Provider):
     def path_for(self, symbol: str, interval: str) -> Path | None:
         for suffix in (".parquet", ".csv"):
             path = self.folder / interval / f"{symbol}{suffix}"
-            if path.exists():
+            if path.resolve().is_relative_to(self.folder.resolve()) and path.exists():  # never outside the folder
                 return path
         return None
 
