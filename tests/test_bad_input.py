@@ -142,3 +142,18 @@ def test_a_failed_reload_keeps_the_previous_registry(tmp_path: Path, write_model
 def test_a_missing_model_folder_is_named(tmp_path: Path) -> None:
     with pytest.raises(ModelConfigError, match="no_such_dir"):
         initialize_timber(model_config_dirs=[tmp_path / "no_such_dir"], database_url=f"sqlite:///{tmp_path}/t.db")
+
+
+def test_a_model_file_and_a_beat_file_that_are_not_utf8_are_named(tmp_path: Path,
+                                                                    write_models: Callable[..., Path]) -> None:
+    from timber_tasks.beat import load_schedule
+    from timber_tasks.errors import ConfigError
+
+    folder = write_models({"good.yaml": GOOD})
+    (folder / "latin.yaml").write_bytes(b"version: '1'\nmodels: []\n# caf\xe9\n")
+    with pytest.raises(ModelConfigError, match=r"latin\.yaml.*not UTF-8 text"):
+        ModelRegistry.from_dirs([folder], app_name="t")
+    beat = tmp_path / "beat.yaml"
+    beat.write_bytes(b"\x00\xff\xfe")
+    with pytest.raises(ConfigError, match=r"beat\.yaml: not UTF-8 text"):
+        load_schedule(beat, object())  # type: ignore[arg-type]

@@ -74,3 +74,11 @@ def test_a_bare_postgresql_url_works_with_the_shipped_driver(tmp_path: Path) -> 
     for url in (bare, bare.replace("postgresql://", "postgres://")):
         result = run("db", "health", cwd=tmp_path, env={"DATABASE_URL": url, "TIMBER_MODEL_CONFIG_DIRS": SHIPPED})
         assert result.returncode == 0, result.stderr
+
+
+def test_a_bare_postgresql_result_backend_url_uses_the_shipped_driver() -> None:
+    from timber_tasks.settings import Settings
+
+    settings = Settings.load(result_backend_url="db+postgresql://postgres@127.0.0.1/x")
+    assert settings.resolved_result_backend_url == "db+postgresql+psycopg2://postgres@127.0.0.1/x"
+    assert Settings.load(result_backend_url="redis://h/1").resolved_result_backend_url == "redis://h/1"

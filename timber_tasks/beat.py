@@ -58,6 +58,8 @@ def load_schedule(path: Path, app: Celery) -> dict[str, dict[str, Any]]:
         parsed = BeatFile.model_validate(raw)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: malformed YAML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}): save the file as UTF-8") from exc
     except pydantic.ValidationError as exc:
         problems = "; ".join(
             f"entry {err['loc'][1]!r}: {'.'.join(map(str, err['loc'][2:])) + ': ' if len(err['loc']) > 2 else ''}"

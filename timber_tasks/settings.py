@@ -144,8 +144,9 @@ class Settings(BaseModel):
 
     @property
     def resolved_result_backend_url(self) -> str:
-        if self.result_backend_url:
-            return self.result_backend_url
+        if self.result_backend_url:  # db+postgresql:// would pick psycopg (3), which is not shipped
+            scheme, sep, rest = self.result_backend_url.partition("+")
+            return f"db+{with_shipped_driver(rest)}" if scheme == "db" and sep else self.result_backend_url
         return f"db+sqlite:///{(self.data_dir / 'celery-results.db').resolve()}"
 
     @property

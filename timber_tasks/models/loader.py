@@ -99,6 +99,9 @@ def _parse_files(paths: Sequence[Path], errors: _Collector) -> dict[str, FileSpe
         except OSError as exc:
             errors.add(f"cannot read file: {exc}", file=name)
             continue
+        except UnicodeDecodeError as exc:
+            errors.add(f"not UTF-8 text (byte {exc.start}): save the file as UTF-8", file=name)
+            continue
         if not isinstance(raw, dict):
             errors.add("a model file must be a mapping with 'version' and 'models'", file=name)
             continue
