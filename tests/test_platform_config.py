@@ -45,7 +45,14 @@ def test_the_shipped_beat_schedule_loads_with_intervals_and_crontabs(app) -> Non
     ("entries:\n  nightly:\n    task: timber.maintenance.noop\n    crontab: '61 * * * *'\n",
      "entry 'nightly': bad crontab '61"),
     ("entries:\n  nightly:\n    task: timber.maintenance.noop\n    crontab: '5 4 *'\n", "entry 'nightly'.*five fields"),
-    ("entries:\n  nightly:\n    task: timber.maintenance.noop\n    every: -1\n", "entry 'nightly'.*greater than 0"),
+    ("entries:\n  nightly:\n    task: timber.maintenance.noop\n    every: -1\n",
+     "entry 'nightly'.*greater than or equal to 1"),
+    ("entries:\n  flood:\n    task: timber.maintenance.relay_outbox\n    every: 0.0001\n",
+     "entry 'flood'.*greater than or equal to 1"),
+    ("entries:\n  typo:\n    task: timber.maintenance.relay_outbox\n    every: 10\n    kwargs: {nosuch: 1}\n",
+     "entry 'typo': task 'timber.maintenance.relay_outbox' does not take these args/kwargs"),
+    ("entries:\n  short:\n    task: timber.persistence.persist\n    every: 10\n    args: [1]\n",
+     "entry 'short': task 'timber.persistence.persist' does not take these args/kwargs"),
     ("entries:\n  nightly:\n    task: timber.maintenance.noop\n    every: 5\n    options: {queue: x}\n",
      "entry 'nightly'.*queues follow the task name"),
     ("entries: [oops\n", "malformed YAML"),
@@ -132,3 +139,12 @@ def test_only_one_beat_schedules_when_redis_is_the_broker(tmp_path: Path, postgr
                 beat.wait(30)
     assert lock_holder is not None  # RedBeat's lock is taken...
     assert 3 <= sent <= 8, f"{sent} ticks in 6 s from two beats: both scheduled"  # ...and only one beat sends
+
+
+def test_a_named_beat_file_that_is_missing_stops_beat_instead_of_an_empty_schedule(
+    app, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # type: ignore[no-untyped-def]
+) -> None:
+    missing = tmp_path / "nonexist.yaml"
+    monkeypatch.setenv("TIMBER_BEAT_SCHEDULE", str(missing))
+    with pytest.raises(ConfigError, match=r"nonexist\.yaml: no such beat schedule file"):
+        load_schedule(missing, app)

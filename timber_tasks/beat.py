@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
+import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pydantic
 import yaml
 from celery import Celery
 from celery.schedules import crontab
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from timber_tasks.errors import ConfigError
 
@@ -19,7 +21,7 @@ class BeatEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     task: str
-    every: PositiveFloat | None = None  # seconds
+    every: Annotated[float, Field(ge=1)] | None = None  # seconds; more often floods the broker
     crontab: str | None = None  # "minute hour day-of-month month day-of-week"
     args: list[Any] = Field(default_factory=list)
     kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -50,8 +52,10 @@ class BeatFile(BaseModel):
 
 
 def load_schedule(path: Path, app: Celery) -> dict[str, dict[str, Any]]:
-    """Celery's beat_schedule from the YAML file; a missing file is an empty schedule."""
+    """Celery's beat_schedule from the YAML file; a missing file is an empty schedule unless it was named."""
     if not path.exists():
+        if os.environ.get("TIMBER_BEAT_SCHEDULE"):  # named on purpose: an empty schedule would stop the relay
+            raise ConfigError(f"{path}: no such beat schedule file (TIMBER_BEAT_SCHEDULE)")
         return {}
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -73,6 +77,11 @@ def load_schedule(path: Path, app: Celery) -> dict[str, dict[str, Any]]:
         if entry.task not in app.tasks:
             known = sorted(t for t in app.tasks if t.startswith("timber."))
             raise ConfigError(f"{path}: entry {name!r}: unknown task {entry.task!r}; known: {', '.join(known)}")
+        try:  # the task must take the entry's arguments, or every tick fails
+            inspect.signature(app.tasks[entry.task].run).bind(*entry.args, **entry.kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"{path}: entry {name!r}: task {entry.task!r} does not take these args/kwargs: "
+                              f"{exc}") from exc
         try:
             schedule[name] = {"task": entry.task, "schedule": entry.schedule(), "args": tuple(entry.args),
                               "kwargs": entry.kwargs, "options": entry.options}
