@@ -27,7 +27,7 @@ from cryptography.fernet import Fernet
 from timber_tasks.settings import ENV_NAMES
 
 from .conftest import ROOT, require_server
-from .platforms import TEST_REDIS, free_port, http_get, wait_for
+from .platforms import TEST_REDIS, free_port, http_get, reset_brokers, wait_for
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -302,8 +302,9 @@ class Service:
 
 @pytest.fixture
 def service_env(postgres_url: str, tmp_path: Path) -> dict[str, str]:
-    """What .env gives the app services, pointed at this machine's servers."""
+    """What .env gives the app services, pointed at this machine's servers (the test's Redis database emptied)."""
     require_server(6379, "Redis")
+    reset_brokers("redis")  # jobs another run left there are sealed under its key: no worker here opens them
     return local_env(DATABASE_URL=postgres_url, BROKER_URL=TEST_REDIS, RESULT_BACKEND_URL=TEST_REDIS,
                      TIMBER_DATA_DIR=str(tmp_path / "var"), FLOWER_BASIC_AUTH="test:long-enough-secret")
 

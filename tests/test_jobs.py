@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from timber_tasks import TimberError
 from timber_tasks.jobs import dead_letters, outbox
-from timber_tasks.jobs.tables import JobRecord
+from timber_tasks.jobs.tables import JobRecord, OutboxMessage
 from timber_tasks.tasks import enqueue
 
 from .conftest import ROOT
@@ -41,7 +41,11 @@ def test_create_update_upsert_and_delete_run_on_a_worker(platform: Platform) -> 
         assert {u.username for u in session.scalars(select(User))} == {"user_1", "user_2"}
     assert persist.delay("User", "delete", {"id": "user-2"}).get(timeout=30)["count"] == 1
     assert platform.count("User") == 1
-    assert outbox.counts(platform.timber.db) == {}  # every finished job left the outbox
+    with platform.timber.db.session_scope() as session:
+        left = sorted(session.scalars(select(OutboxMessage.task_name)))
+    # Every finished job left the outbox; the user's delete cascaded into the research models, whose
+    # vectors a reconcile job brings up to date on the embeddings pool (not started here).
+    assert left == ["timber.embeddings.sync_model"] * len(left) and len(left) <= 2, left
 
 
 def test_a_batch_job_writes_every_row(platform: Platform) -> None:
