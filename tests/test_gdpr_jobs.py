@@ -50,8 +50,14 @@ def test_export_and_erasure_jobs_on_the_gdpr_queue_leave_nothing_of_the_subject(
     assert erased.returncode == 0 and "celery_results" in erased.stdout, erased.stderr
     assert gdpr.verify_subject(platform.timber, ADA).clean, gdpr.verify_subject(platform.timber, ADA).found
     assert "database:User" in gdpr.verify_subject(platform.timber, BOB).found
-    log = platform.log_of(worker)  # the worker's log says which jobs succeeded, never what they returned
+    refused = platform.task("timber.persistence.persist").delay("User", "create", {
+        "id": "x-1", "email": "not-an-email-of-ada", "username": "x_1"})
+    with pytest.raises(Exception, match="not an email"):
+        refused.get(timeout=60)
+    wait_for(lambda: "failed for good (ValidationError on User.email)" in platform.log_of(worker), 30, "the failure")
+    log = platform.log_of(worker)  # the log says which jobs succeeded or failed, never what they held
     assert "timber.persistence.persist[" in log and " succeeded in " in log and ADA not in log
+    assert "not-an-email-of-ada" not in log and "ValidationError" in log
 
 
 def _cli(platform: Platform, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

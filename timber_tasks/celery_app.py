@@ -32,16 +32,24 @@ def embedded_transport_options(settings: Settings) -> dict[str, Any]:
             "polling_interval": settings.broker_polling_interval}
 
 
-class ResultsOutOfTheLog(logging.Filter):
-    """Celery's "Task ... succeeded in 0.01s: <result>": results may name a person, and a log cannot be erased."""
+class DataOutOfTheLog(logging.Filter):
+    """Celery's task lines show results and error messages, which may quote a person's data; a log cannot be
+    erased. They keep the task, id, runtime and the error's type: the dead-letter table (erasable) has the rest."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, dict) and "return_value" in record.args and isinstance(record.msg, str):
+        args = record.args
+        if not (isinstance(args, dict) and isinstance(record.msg, str)):
+            return True
+        if "return_value" in args:  # "Task x[id] succeeded in 0.01s: <result>"
             record.msg = record.msg.replace(": %(return_value)s", "")
+        elif "exc" in args and "description" in args:  # "Task x[id] raised unexpected: <exc>" + traceback
+            record.args = {**args, "exc": str(args["exc"]).split("(", 1)[0]}
+            record.msg += " (see `timber-tasks dlq list`)"
+            record.exc_info, record.exc_text = None, None
         return True
 
 
-logging.getLogger("celery.app.trace").addFilter(ResultsOutOfTheLog())
+logging.getLogger("celery.app.trace").addFilter(DataOutOfTheLog())
 
 
 def make_celery(settings: Settings | None = None) -> Celery:

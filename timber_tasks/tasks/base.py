@@ -174,8 +174,10 @@ class TimberTask(Task):
         letter = dead_letters.record(db, task_id=task_id, task_name=self.name, args=args, kwargs=kwargs,
                                      error=exc, traceback=str(einfo) if einfo else None,
                                      attempts=self.request.retries + 1)
-        log.error("%s %s failed for good (%s: %s); dead letter %d", self.name, task_id,
-                  type(exc).__name__, exc, letter)
+        # The message may quote the input (a person's data): the log names the field, the dead letter has it all.
+        where = ".".join(str(p) for p in (getattr(exc, "model", None), getattr(exc, "field", None)) if p)
+        log.error("%s %s failed for good (%s%s); dead letter %d", self.name, task_id, type(exc).__name__,
+                  f" on {where}" if where else "", letter)
         if self.tracks_outbox:
             with db.session_scope() as session:
                 outbox.complete(session, task_id)
