@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Numeric, inspect, text
 from sqlalchemy.exc import IntegrityError
 
-from timber_tasks import ModelConfigError, initialize_timber, register_type
+from timber_tasks import ModelConfigError, ValidationError, initialize_timber, register_type
 
 ALL_TYPES = """
 version: "1"
@@ -161,15 +161,18 @@ def test_not_null_unique_and_check_are_enforced_by_the_database(options_timber) 
     Owner, Item = options_timber.get_model("Owner"), options_timber.get_model("Item")
     with options_timber.db.session_scope() as s:
         s.add(Owner(code="A"))
-    for bad in (Owner(code="A"), Owner(code=None), Item(qty=-1)):
-        with pytest.raises(IntegrityError), options_timber.db.session_scope() as s:
+    # The database refuses each; the session names the column (its IntegrityError is the cause).
+    for bad, column in ((Owner(code="A"), "Owner.code"), (Owner(code=None), "Owner.code"), (Item(qty=-1), "Item.qty")):
+        with pytest.raises(ValidationError, match=column) as refused, options_timber.db.session_scope() as s:
             s.add(bad)
+        assert isinstance(refused.value.__cause__, IntegrityError)
 
 
 def test_foreign_keys_are_enforced_and_cascade_on_delete(options_timber) -> None:  # type: ignore[no-untyped-def]
     Owner, Item = options_timber.get_model("Owner"), options_timber.get_model("Item")
-    with pytest.raises(IntegrityError), options_timber.db.session_scope() as s:
+    with pytest.raises(ValidationError, match="Item.owner_id") as refused, options_timber.db.session_scope() as s:
         s.add(Item(owner_id="no-such-owner"))
+    assert isinstance(refused.value.__cause__, IntegrityError)
     with options_timber.db.session_scope() as s:
         s.add(Owner(id="o1", code="B"))
         s.flush()
