@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import exc as sa_exc
 
+from timber_tasks.errors import ValidationError
 from timber_tasks.jobs.faults import is_transient
 from timber_tasks.market_data import store
 from timber_tasks.market_data.normalize import as_utc, check_interval, normalize_many, rules_for
@@ -141,6 +142,10 @@ def _fetch(provider: Provider, limiter: RateLimiter, symbols: list[str], start: 
     return frames
 
 
+# What a write of bad data raises: the driver's refusal, or the session's ValidationError naming the column.
+REFUSED = (sa_exc.DataError, sa_exc.IntegrityError, ValidationError)
+
+
 def _store(timber: Any, interval: str, source: str, symbols: list[str], frames: dict[str, pd.DataFrame],
            results: dict[str, SymbolResult]) -> None:
     """Normalise, then upsert the bars and the watermarks in one transaction.
@@ -166,19 +171,19 @@ def _store(timber: Any, interval: str, source: str, symbols: list[str], frames: 
     try:
         _write(timber, interval, source, symbols, frame, results)
         return
-    except (sa_exc.DataError, sa_exc.IntegrityError) as exc:
+    except REFUSED as exc:
         if is_transient(exc):
             raise
         chunk_error = exc
 
-    def refuse(symbol: str, exc: sa_exc.DBAPIError) -> None:
+    def refuse(symbol: str, exc: Exception) -> None:
         log.warning("the database refused the bars of %s: %s", symbol, _reason(exc))
         before = results.get(symbol) or SymbolResult()
         results[symbol] = SymbolResult("failed", rejected=before.rejected,
                                        error=f"the database refused its bars: {_reason(exc)}")
         try:
             _write(timber, interval, source, [symbol], frame.iloc[0:0], results)  # its watermark says so
-        except (sa_exc.DataError, sa_exc.IntegrityError) as again:
+        except REFUSED as again:
             if is_transient(again):
                 raise
             log.warning("the watermark of %s cannot be saved either: %s", symbol, _reason(again))
@@ -191,7 +196,7 @@ def _store(timber: Any, interval: str, source: str, symbols: list[str], frames: 
     for symbol in symbols:
         try:
             _write(timber, interval, source, [symbol], parts.get(symbol, frame.iloc[0:0]), results)
-        except (sa_exc.DataError, sa_exc.IntegrityError) as exc:
+        except REFUSED as exc:
             if is_transient(exc):
                 raise
             refuse(symbol, exc)
@@ -220,9 +225,11 @@ def _write(timber: Any, interval: str, source: str, symbols: list[str], frame: p
         store.declare_writes(session, Price, upserted)
 
 
-def _reason(exc: sa_exc.DBAPIError) -> str:
+def _reason(exc: Exception) -> str:
     """The driver's error class and first line, e.g. "CheckViolation: new row ... violates check constraint"."""
-    orig = exc.orig if exc.orig is not None else exc
+    if isinstance(exc, ValidationError) and isinstance(exc.__cause__, sa_exc.DBAPIError):
+        exc = exc.__cause__  # the session named the column; the driver's words say why
+    orig = getattr(exc, "orig", None) or exc
     return f"{type(orig).__name__}: {str(orig).strip().splitlines()[0] if str(orig).strip() else ''}"
 
 
