@@ -64,7 +64,8 @@ def test_the_readme_run_command_runs_jobs_and_stops_cleanly(tmp_path: Path) -> N
         assert "demo-user" in result.stdout and "OhlcvPrice.upsert" in result.stdout
         assert "not-an-email" in result.stdout and "failed" in result.stdout
         # 5 bars from the persistence job, 118 SAMPLE bars (4 files x 30 days, 2 rows refused) from market data
-        assert "'User': 1" in result.stdout and "'OhlcvPrice': 123" in result.stdout, (run, result.stdout)
+        # demo-user and the sample notes' author (demo-analyst)
+        assert "'User': 2" in result.stdout and "'OhlcvPrice': 123" in result.stdout, (run, result.stdout)
         assert "SAMPLE DATA" in result.stdout and "SMPL-BAD" in result.stdout and "partial" in result.stdout
         assert "worker and beat stopped" in result.stdout
         # The worker embedded the sample notes; the search ranks the chip note above the oil one.

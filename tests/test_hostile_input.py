@@ -350,7 +350,7 @@ BAD_BEAT = [
      "five fields"),
     ("bad crontab value", "entries:\n  x: {task: timber.maintenance.noop, crontab: '99 * * * *'}",
      "bad crontab"),
-    ("negative every", "entries:\n  x: {task: timber.maintenance.noop, every: -1}", "greater than 0"),
+    ("negative every", "entries:\n  x: {task: timber.maintenance.noop, every: -1}", "greater than or equal to 1"),
     ("a queue option", "entries:\n  x: {task: timber.maintenance.noop, every: 5, options: {queue: q}}",
      "drop options.queue"),
     ("an unknown key", "entries:\n  x: {task: timber.maintenance.noop, every: 5, evry: 6}", "evry"),

@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "market_data": 4, "embeddings": 4, "gdpr": 4,               # the heavy work, still no Celery
     "services": 5,                                              # the domain services apps call (search included)
     "runtime": 6,                                               # initialize_timber(): puts it all together
+    "startup": 7, "beat_scheduler": 7,                          # process start-up checks, beat's Redis lock
     "migrations": 7, "beat": 7, "pools": 7, "celery_app": 8, "tasks": 9,  # the Celery edge
     "cli": 10, "__init__": 10,                                  # what users call
 }

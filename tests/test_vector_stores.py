@@ -102,7 +102,8 @@ def _write_from_another_process(folder: str, start: int) -> None:
 def test_the_embedded_store_is_shared_by_processes_writing_at_once(tmp_path: Path) -> None:
     store = EmbeddedStore(tmp_path / "edge")
     store.ensure_collection("shared", 2)
-    context = multiprocessing.get_context("fork")  # no threads in this process yet; spawn would re-import everything
+    # spawn: in a full run this process has threads (cache listeners, result consumers); a fork can hang on their locks
+    context = multiprocessing.get_context("spawn")
     writers = [context.Process(target=_write_from_another_process, args=(str(tmp_path / "edge"), s))
                for s in (0, 100)]
     for w in writers:
@@ -110,7 +111,7 @@ def test_the_embedded_store_is_shared_by_processes_writing_at_once(tmp_path: Pat
     for _ in range(20):  # this process reads meanwhile: the shard is never open twice
         store.count("shared")
     for w in writers:
-        w.join(60)
+        w.join(120)
     assert [w.exitcode for w in writers] == [0, 0]
     assert store.count("shared") == 40
 

@@ -297,8 +297,9 @@ def test_errors_about_an_encrypted_field_never_quote_its_value(timber: Any) -> N
         with pytest.raises(ValidationError) as caught:
             attempt()
         failures.append(caught.value)
-    assert all(f.field == "iban" and secret not in str(f) and "<encrypted value>" in str(f) for f in failures), \
-        [str(f) for f in failures]
+    assert all(f.field == "iban" and secret not in str(f) for f in failures), [str(f) for f in failures]
+    # The validator's reason is kept, the value replaced (a wrong type is said without any value).
+    assert [str(f).count("<encrypted value>") for f in failures] == [1, 1, 0, 1, 1], [str(f) for f in failures]
     with pytest.raises(ValidationError) as plain:  # a field that is not encrypted still says what was wrong
         persist(timber, "Account", "create", {"id": 45, "contact": "not-an-email"}, idempotency_key="leak-4")
     assert "not-an-email" in str(plain.value)
