@@ -61,7 +61,25 @@ def _guard_redis_restore() -> None:
                         len(getattr(self, "_delivered", {}) or {}), exc)
 
     kombu_redis.QoS.restore_unacked = restore_unacked  # type: ignore[method-assign]
+    # The same after a Redis restart: a job that finished on the old channel is acked through its gone
+    # connection (AttributeError in kombu's _connparams). Its effect has committed under its idempotency
+    # key; it stays in the unacked set, and a redelivery of it is a no-op.
+    for name in ("ack", "reject"):
+        setattr(kombu_redis.QoS, name, _survive_lost_redis(getattr(kombu_redis.QoS, name), name,
+                                                           (AttributeError, RedisConnectionError)))
     kombu_redis.QoS._timber_guarded = True  # type: ignore[attr-defined]
+
+
+def _survive_lost_redis(original: Any, name: str, errors: tuple[type[BaseException], ...]) -> Any:
+    def guarded(self: Any, delivery_tag: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return original(self, delivery_tag, *args, **kwargs)
+        except errors as exc:
+            log.warning("Redis gone: could not %s job %s on its old channel; it stays unacked, a redelivery "
+                        "is a no-op (%s)", name, delivery_tag, exc)
+            return None
+
+    return guarded
 
 
 def _text(value: Any) -> str:
