@@ -115,14 +115,19 @@ def prepare_rows(model: type[Any], rows: list[dict[str, Any]]) -> None:
 def record_core_write(session: Session, model: type[Any], *, written: Iterable[Any] = (),
                       deleted: Iterable[Any] = (), whole_model: bool = False) -> None:
     """Declare what a statement wrote outside the ORM's view, inside its transaction (seen after commit)."""
-    pending = _pending(session)
-    tx = _innermost(session)
-    pending.extend((tx, model, pk, False, False) for pk in written)
-    pending.extend((tx, model, pk, True, False) for pk in deleted)
+    _note(_pending(session), _innermost(session), model, written, deleted, whole_model)
+
+
+def _note(pending: list[Any], tag: Any, model: type[Any], written: Iterable[Any], deleted: Iterable[Any],
+          whole_model: bool) -> None:
+    """Add a statement's writes to a pending list (a session's or a bare connection's), cascades included."""
+    deleted = list(deleted)
+    pending.extend((tag, model, pk, False, False) for pk in written)
+    pending.extend((tag, model, pk, True, False) for pk in deleted)
     if whole_model:
-        pending.append((tx, model, None, False, True))
+        pending.append((tag, model, None, False, True))
     if deleted or whole_model:
-        _add_cascades(pending, tx, model)
+        _add_cascades(pending, tag, model)
 
 
 def validate_rows(model: type[Any], rows: list[dict[str, Any]]) -> None:
@@ -297,12 +302,7 @@ def _note_on_connection(conn: Connection, model: type[Any], statement: Any, rows
     tag, pending = connection_writes.open_writes(conn)
 
     def note(written: Iterable[Any] = (), deleted: Iterable[Any] = (), whole_model: bool = False) -> None:
-        pending.extend((tag, model, pk, False, False) for pk in written)
-        pending.extend((tag, model, pk, True, False) for pk in deleted)
-        if whole_model:
-            pending.append((tag, model, None, False, True))
-        if deleted or whole_model:
-            _add_cascades(pending, tag, model)
+        _note(pending, tag, model, written, deleted, whole_model)
 
     if whole:
         note(whole_model=True)
