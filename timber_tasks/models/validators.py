@@ -140,15 +140,21 @@ def row_problem(model: type[Any], row: dict[str, Any]) -> tuple[str, str] | None
 SECRET = "<encrypted value>"  # what an error message shows instead of an encrypted field's value
 
 
+_encrypted_by_model: weakref.WeakKeyDictionary[type[Any], frozenset[str]] = weakref.WeakKeyDictionary()
+
+
 def encrypted_fields(model: type[Any]) -> frozenset[str]:
-    """The fields a model (or a parent it inherits from) encrypts, read from the YAML."""
-    fields: set[str] = set()
-    for klass in model.__mro__:
-        resolved = klass.__dict__.get("timber_spec")
-        enc = resolved.spec.encryption if resolved is not None else None
-        if enc is not None and enc.enabled:
-            fields.update(enc.fields)
-    return frozenset(fields)
+    """The fields a model (or a parent it inherits from) encrypts, read from the YAML (once per class)."""
+    found = _encrypted_by_model.get(model)
+    if found is None:
+        fields: set[str] = set()
+        for klass in model.__mro__:
+            resolved = klass.__dict__.get("timber_spec")
+            enc = resolved.spec.encryption if resolved is not None else None
+            if enc is not None and enc.enabled:
+                fields.update(enc.fields)
+        found = _encrypted_by_model[model] = frozenset(fields)
+    return found
 
 
 def redact(message: str, value: Any) -> str:
