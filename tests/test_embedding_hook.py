@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,3 +68,29 @@ def test_models_without_vector_search_plan_nothing(planned: tuple[Any, list[Any]
     seen.clear()
     timber.services.notifications.create("u1", "order_filled", "Order filled")
     assert seen == [[]]
+
+
+def test_an_app_that_only_initializes_timber_queues_the_embedding_job_of_its_write(tmp_path: Path) -> None:
+    """A fresh process, as an app is: nothing imported but initialize_timber, and its write is embedded."""
+    script = """
+from sqlalchemy import select
+from timber_tasks import initialize_timber
+from timber_tasks.jobs.tables import OutboxMessage
+timber = initialize_timber()
+with timber.db.session_scope() as session:
+    session.add(timber.get_model("User")(id="u1", email="u1@example.com", username="user_u1"))
+    session.flush()
+    session.add(timber.get_model("StockResearchSession")(id="r1", user_id="u1", symbol="AAA",
+                                                          analysis_type="a", summary="a note"))
+with timber.db.session_scope() as session:
+    print(sorted(m.task_name for m in session.scalars(select(OutboxMessage))))
+"""
+    env = {**os.environ, "TIMBER_DATA_DIR": str(tmp_path / "var"),
+           "TIMBER_MODEL_CONFIG_DIRS": str(ROOT / "model_configs"), "PYTHONPATH": str(ROOT)}
+    for name in ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND_URL", "REDIS_URL"):
+        env.pop(name, None)
+    done = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    # The embedded broker keeps no unacked job, so the job waits in the outbox until a worker takes it.
+    assert "timber.embeddings.embed_rows" in done.stdout, done.stdout

@@ -56,7 +56,7 @@ def test_the_warming_job_loads_the_named_keys_on_a_worker(platform: Platform) ->
 def test_the_readme_run_command_runs_jobs_and_stops_cleanly(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TIMBER_ENCRYPTION_KEYS"}  # a fresh machine has none
     env.update(TIMBER_DATA_DIR=str(tmp_path / "var"), PYTHONPATH=str(ROOT), COLUMNS="200")
-    for run in range(2):  # the second run finds the first one's rows: same keys, same results
+    for run in range(2):  # the second run writes the sample rows again: the first run's GDPR step erased them
         result = subprocess.run([sys.executable, "-m", "timber_tasks.cli", "demo"], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=240)
         assert result.returncode == 0, result.stdout + result.stderr
@@ -65,7 +65,7 @@ def test_the_readme_run_command_runs_jobs_and_stops_cleanly(tmp_path: Path) -> N
         assert "not-an-email" in result.stdout and "failed" in result.stdout
         # 5 bars from the persistence job, 118 SAMPLE bars (4 files x 30 days, 2 rows refused) from market data
         # demo-user and the sample notes' author (demo-analyst)
-        assert "'User': 2" in result.stdout and "'OhlcvPrice': 123" in result.stdout, (run, result.stdout)
+        assert "'User': 2, 'Session': 2, 'OhlcvPrice': 123, 'Notification': 1" in result.stdout, (run, result.stdout)
         assert "SAMPLE DATA" in result.stdout and "SMPL-BAD" in result.stdout and "partial" in result.stdout
         assert "worker and beat stopped" in result.stdout
         # The worker embedded the sample notes; the search ranks the chip note above the oil one.

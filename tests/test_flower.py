@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import insert
 
 from .conftest import ROOT
+from .gdpr_helpers import seed_subject
 from .platforms import Platform, free_port, http_get, wait_for
 
 LOGIN = "test:long-enough-secret"
 PERSIST = "timber.persistence.persist"
+EXPORT_ROWS = 60_000  # a few seconds of export: several progress reports, 0.5 s apart
 
 
 
@@ -51,13 +55,8 @@ def workers_seen(base: str) -> dict[str, Any]:
     return workers
 
 
-@pytest.mark.parametrize("platform", ["embedded", "redis"], indirect=True)
-def test_flower_reads_a_finished_task_back_through_its_api_and_refuses_it_without_the_login(
-    platform: Platform,
-) -> None:
-    platform.start_worker()
-    base = start_flower(platform)
-    # Flower knows only the tasks whose events it received: wait until it has seen one (a no-op).
+def wait_until_flower_sees_events(platform: Platform, base: str) -> None:
+    """Flower knows only the tasks whose events it received: wait until it has seen one (a no-op)."""
     noop = platform.task("timber.maintenance.noop")
     probes: list[str] = []
 
@@ -66,7 +65,17 @@ def test_flower_reads_a_finished_task_back_through_its_api_and_refuses_it_withou
         return any(task_info(base, probe) is not None for probe in probes)
 
     wait_for(flower_has_events, 60, "Flower to receive task events", interval=1)
+
+
+@pytest.mark.parametrize("platform", ["embedded", "redis"], indirect=True)
+def test_flower_reads_a_finished_task_back_through_its_api_and_refuses_it_without_the_login(
+    platform: Platform,
+) -> None:
+    platform.start_worker()
+    base = start_flower(platform)
+    wait_until_flower_sees_events(platform, base)
     result = platform.task(PERSIST).delay("User", "create", {"email": "a@b.co", "username": "abc"})
+    noop = platform.task("timber.maintenance.noop")
     busy = [noop.delay() for _ in range(600 if platform.name == "embedded" else 3000)]  # Redis drains fast
     # `refresh=1` makes Flower broadcast `inspect` to the workers while they run jobs.
     workers = wait_for(lambda: workers_seen(base), 60, "Flower's inspect broadcast answered", interval=0.5)
@@ -98,3 +107,30 @@ def test_flower_without_flower_basic_auth_exits_non_zero_naming_the_variable(tmp
         assert done.returncode != 0, done.stdout + done.stderr
         assert "FLOWER_BASIC_AUTH" in done.stderr
     assert not (tmp_path / "var" / "broker").exists()  # refused before it touched a broker
+
+
+@pytest.mark.parametrize("platform", ["redis"], indirect=True)
+def test_flower_shows_how_far_a_running_gdpr_export_is_and_none_of_the_exported_data(
+        platform: Platform, tmp_path: Path) -> None:
+    user = "subject-progress"
+    seed_subject(platform.timber, user)
+    Event = platform.timber.get_model("TrackedEvent")
+    first = 10_000_000
+    with platform.timber.db.session_scope() as session:  # enough rows for an export of a few seconds
+        session.execute(insert(Event), [{"id": first + n, "user_id": user, "app_name": "grove",
+                                         "event_type": "login", "properties": {"ip": "10.9.8.7"}}
+                                        for n in range(EXPORT_ROWS)])
+    platform.start_worker(queues="gdpr,maintenance", concurrency=1)
+    base = start_flower(platform)
+    wait_until_flower_sees_events(platform, base)
+
+    job = platform.task("timber.gdpr.export").delay(user, str(tmp_path / "export.zip"), False, "test")
+    seen = wait_for(lambda: (i := task_info(base, job.id)) and i["state"] == "PROGRESS" and i, 120,
+                    "Flower to show the export in progress", interval=0.05)
+    assert re.fullmatch(r"exporting \w+: [\d,]+ of [\d,]+ rows", seen["result"]), seen["result"]
+    assert job.get(timeout=120)["counts"]["TrackedEvent"] == EXPORT_ROWS + 3
+    done = wait_for(lambda: (i := task_info(base, job.id)) and i["state"] == "SUCCESS" and i, 60,
+                    "Flower to show the export finished", interval=0.5)
+    assert done["args"] == "<sealed>"  # the subject's id travels sealed, as every job's arguments
+    for text in (seen["result"], done["result"]):  # counts and model names, never a person's data
+        assert "10.9.8.7" not in text and "@example.com" not in text

@@ -6,6 +6,9 @@ import csv
 import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,7 +20,7 @@ from timber_tasks import ModelConfigError, gdpr, initialize_timber
 from timber_tasks.gdpr import audit
 from timber_tasks.gdpr.stores.database import DatabaseStore
 from timber_tasks.gdpr.tables import AuditEntry, ErasureRecord, PersonalDataChange
-from timber_tasks.jobs import persistence
+from timber_tasks.jobs import persistence, sealing
 from timber_tasks.models.records import validate_record
 from timber_tasks.runtime import Timber
 
@@ -192,6 +195,87 @@ def test_replaying_the_ledger_after_a_restore_erases_the_restored_subject_again(
     assert not any(k.startswith("database:") for k in gdpr.verify_subject(timber, ADA).found)
     assert "database:User" in gdpr.verify_subject(timber, BOB).found
     assert gdpr.replay_ledger(timber, requested_by="test") == []  # nothing left to replay
+
+
+def _rotated_then_old_key_dropped(timber: Timber, **settings: str) -> Timber:
+    """`keys rotate` to a new Fernet key, then a process configured with the new key only."""
+    from cryptography.fernet import Fernet
+
+    from timber_tasks.features.encryption import rotate_encryption_keys
+    from timber_tasks.jobs.tables import system_metadata
+
+    from .conftest import TEST_ENCRYPTION_KEY
+
+    new = Fernet.generate_key().decode()
+    url, redis = timber.settings.database_url, timber.settings.redis_url
+    both = initialize_timber(model_config_dirs=[ROOT / "model_configs"], database_url=url, redis_url=redis,
+                             encryption_keys=f"{new},{TEST_ENCRYPTION_KEY}", **settings)
+    rotate_encryption_keys(both)
+    sealing.reseal_stored(both.db, system_metadata)  # as `keys rotate` does
+    both.close()
+    return initialize_timber(model_config_dirs=[ROOT / "model_configs"], database_url=url, redis_url=redis,
+                             encryption_keys=new, **settings)
+
+
+def test_a_replay_under_keys_that_cannot_match_the_ledger_refuses_naming_the_fix_and_erases_nothing(
+        timber: Timber, tmp_path: Path) -> None:
+    seed_subject(timber, ADA)
+    backup = gdpr.export_subject(timber, ADA, tmp_path / "backup.zip").path
+    gdpr.erase_subject(timber, ADA, requested_by="test")  # hashed under a key derived from the old Fernet key
+    _restore(timber, backup)  # only the ledger file outside the database remembers Ada now
+    assert gdpr.ledger_keys_at_risk(timber) == {}  # nothing at risk before the rotation
+    dropped = _rotated_then_old_key_dropped(timber)
+    try:
+        with pytest.raises(gdpr.GdprError, match=r"1 under key [0-9a-f]{12}.*TIMBER_GDPR_SUBJECT_KEY"):
+            gdpr.replay_ledger(dropped, requested_by="test")
+        assert "database:User" in gdpr.verify_subject(dropped, ADA).found  # refused before erasing anything
+    finally:
+        dropped.close()
+        sealing.use_keyring(timber.keyring)  # job payloads are sealed process-wide: back to the fixture's key
+
+
+def test_with_a_subject_key_the_ledger_survives_dropping_the_old_fernet_key(
+        timber: Timber, tmp_path: Path) -> None:
+    subject_key = {"gdpr_subject_key": "a-long-stable-secret-kept-apart-from-the-fernet-keys"}
+    url, redis = timber.settings.database_url, timber.settings.redis_url
+    keyed = initialize_timber(model_config_dirs=[ROOT / "model_configs"], database_url=url, redis_url=redis,
+                              **subject_key)
+    seed_subject(keyed, ADA)
+    seed_subject(keyed, BOB)
+    backup = gdpr.export_subject(keyed, ADA, tmp_path / "backup.zip").path
+    report = gdpr.erase_subject(keyed, ADA, requested_by="test")
+    assert report.subject_hash != gdpr.Subject.of(timber, ADA).hash  # not the Fernet-derived hash
+    _restore(keyed, backup)
+    keyed.close()
+    dropped = _rotated_then_old_key_dropped(timber, **subject_key)
+    try:
+        assert gdpr.ledger_keys_at_risk(dropped) == {}
+        reports = gdpr.replay_ledger(dropped, requested_by="test")
+        assert [r.subject_hash for r in reports] == [report.subject_hash]
+        assert not any(k.startswith("database:") for k in gdpr.verify_subject(dropped, ADA).found)
+        assert "database:User" in gdpr.verify_subject(dropped, BOB).found
+    finally:
+        dropped.close()
+        sealing.use_keyring(timber.keyring)  # job payloads are sealed process-wide: back to the fixture's key
+
+
+def test_keys_rotate_says_to_keep_the_old_key_while_the_ledger_needs_it(timber: Timber) -> None:
+    from cryptography.fernet import Fernet
+
+    from .conftest import TEST_ENCRYPTION_KEY
+
+    seed_subject(timber, ADA)
+    gdpr.erase_subject(timber, ADA, requested_by="test")
+    env = {**os.environ, "TIMBER_ENCRYPTION_KEYS": f"{Fernet.generate_key().decode()},{TEST_ENCRYPTION_KEY}",
+           "DATABASE_URL": str(timber.settings.database_url), "TIMBER_DATA_DIR": str(timber.settings.data_dir),
+           "TIMBER_MODEL_CONFIG_DIRS": str(ROOT / "model_configs")}
+    env.pop("REDIS_URL", None)
+    done = subprocess.run([sys.executable, "-m", "timber_tasks.cli", "keys", "rotate"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    out = " ".join(done.stdout.split())
+    assert "keep the old key" in out and "1 erasure ledger entry is hashed under it" in out
+    assert "may now be removed" not in out
 
 
 def test_audit_log_ledger_and_change_record_hold_no_subject_id_in_clear(timber: Timber, tmp_path: Path) -> None:

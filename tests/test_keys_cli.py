@@ -41,7 +41,8 @@ def test_keys_rotate_re_encrypts_so_the_old_key_can_go(tmp_path: Path, database_
     env = {"DATABASE_URL": url, "TIMBER_MODEL_CONFIG_DIRS": SHIPPED, "TIMBER_ENCRYPTION_KEYS": f"{new},{old}"}
     result = run("keys", "rotate", "--batch-size", "2", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
-    assert "5 value(s) re-encrypted in 3 batch(es); 2 stored job payload(s) re-sealed" in result.stdout
+    # Sealed payloads: the outbox row and the dead letter above, and the embedding job the research rows queued.
+    assert "5 value(s) re-encrypted in 3 batch(es); 3 stored job payload(s) re-sealed" in result.stdout
     after = initialize_timber(model_config_dirs=[SHIPPED], database_url=url, encryption_keys=new,
                               create_tables=False)
     with after.db.session_scope() as s:

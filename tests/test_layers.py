@@ -32,6 +32,8 @@ LAYERS: dict[str, int] = {
 ALLOWED_UPWARD = {
     ("celery_app", "tasks"): "the app installs the task-level guards (poison messages, result errors) kept with tasks",
     ("startup", "cli"): "a process that cannot start explains why in the CLI's words (cli/failures.explain)",
+    ("runtime", "tasks"): "a Timber with vector_search models loads the embedding tasks, whose after-write hook "
+                          "queues the embedding jobs of every write (an app may never import them itself)",
 }
 FORBIDDEN = [  # (modules, what they must not import), beyond the layer rule
     ("pools.py", "timber_tasks.celery_app"),

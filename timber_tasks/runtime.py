@@ -105,6 +105,10 @@ def build_timber(
     sealing.use_keyring(keyring)
     timber.cache = CacheManager.for_timber(timber)
     writes.attach(timber)
+    if registry.with_feature("vector_search"):
+        # The after-write step queues embedding jobs from a hook the embedding tasks register: an app
+        # that never imported them would commit vector_search rows that are never embedded.
+        import timber_tasks.tasks.embeddings  # noqa: F401
     if create_tables:
         timber.create_tables()
         # Apps enqueue jobs in their own transactions (the outbox); a job acting for an app records its

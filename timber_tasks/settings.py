@@ -41,6 +41,7 @@ ENV_NAMES: dict[str, str] = {
     "redelivery_sweep": "TIMBER_REDELIVERY_SWEEP",
     "retry_backoff": "TIMBER_RETRY_BACKOFF",
     "gdpr_ledger_file": "TIMBER_GDPR_LEDGER",
+    "gdpr_subject_key": "TIMBER_GDPR_SUBJECT_KEY",
     "embedding_int8": "TIMBER_EMBEDDING_INT8",
     "embedding_batch_size": "TIMBER_EMBEDDING_BATCH_SIZE",
     "embedding_threads": "TIMBER_EMBEDDING_THREADS",
@@ -97,6 +98,9 @@ class Settings(BaseModel):
     task_max_retries: NonNegativeInt = 5  # for transient faults only; bad input never retries
     retry_backoff: PositiveFloat = 1.0  # seconds before the first retry; doubles, capped at 60, jittered
     gdpr_ledger_file: Path | None = None  # erasure ledger kept outside the database (default: in the data dir)
+    # The key of the GDPR records' subject hashes; unlike TIMBER_ENCRYPTION_KEYS it is never rotated,
+    # so the erasure ledger stays matchable once old Fernet keys are dropped (default: from those keys).
+    gdpr_subject_key: SecretStr | None = None
     embedding_int8: bool = False  # int8 encoders for models whose YAML does not choose (vector_search.int8)
     embedding_batch_size: PositiveInt = 64  # texts per model.encode call
     embedding_threads: NonNegativeInt = 0  # torch threads per embedding process; 0 leaves torch's default
@@ -112,6 +116,14 @@ class Settings(BaseModel):
     @classmethod
     def _shipped_driver(cls, value: str | None) -> str | None:
         return with_shipped_driver(value) if value else value
+
+    @field_validator("gdpr_subject_key")
+    @classmethod
+    def _long_subject_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("TIMBER_GDPR_SUBJECT_KEY must be 32 characters or more (a random secret: "
+                             "`timber-tasks keys generate` prints one)")
+        return value
 
     @field_validator("encryption_keys", mode="before")
     @classmethod

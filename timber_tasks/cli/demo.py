@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -156,7 +157,10 @@ def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 def _run_sample_jobs(app: Any, worker: WatchedWorker) -> list[tuple[str, str, str, str]]:
     persist = app.tasks["timber.persistence.persist"]
-    sent = [(key, model, op, persist.delay(model, op, data, idempotency_key=key))
+    # Keys of this run: the last run's GDPR step erased the sample user, and the keys it had used stay
+    # spent (an erased person's old jobs, redelivered, must not bring them back), so each run is new.
+    run = uuid.uuid4().hex[:6]
+    sent = [(key, model, op, persist.delay(model, op, data, idempotency_key=f"{key}-{run}"))
             for key, model, op, data in SAMPLE_JOBS]
     rows = []
     for key, model, op, result in sent:

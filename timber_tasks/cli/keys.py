@@ -29,6 +29,7 @@ def rotate(
     Safe to rerun after an interruption: rows already under the newest key are skipped.
     When it finishes, the old keys can be removed from TIMBER_ENCRYPTION_KEYS.
     """
+    from timber_tasks import gdpr
     from timber_tasks.features.encryption import rotate_encryption_keys
     from timber_tasks.jobs import sealing
     from timber_tasks.jobs.tables import system_metadata
@@ -42,7 +43,16 @@ def rotate(
             progress=lambda model, rows, rotated: console.print(f"  {model}: {rows} rows seen, {rotated} "
                                                                 "values re-encrypted"))
         resealed = sealing.reseal_stored(timber.db, system_metadata)  # outbox, dead letters, GDPR ledger
+        ledger_at_risk = gdpr.ledger_keys_at_risk(timber)
     console.print(f"[green]done[/green]: {report.models} model(s), {report.rows_seen} rows, "
                   f"{report.values_rotated} value(s) re-encrypted in {report.batches} batch(es); "
-                  f"{resealed} stored job payload(s) re-sealed; "
-                  "old keys may now be removed from TIMBER_ENCRYPTION_KEYS")
+                  f"{resealed} stored job payload(s) re-sealed")
+    if ledger_at_risk:
+        # A keyed hash cannot be re-keyed without the id it hides: the key it was made under must stay.
+        n = sum(ledger_at_risk.values())
+        console.print(f"[yellow]keep the old key[/yellow] as the last of TIMBER_ENCRYPTION_KEYS: "
+                      f"{n} erasure ledger {'entry is' if n == 1 else 'entries are'} hashed under it, and "
+                      "`timber-tasks gdpr replay-ledger` needs it to find those subjects after a restore "
+                      "(set TIMBER_GDPR_SUBJECT_KEY, a key never rotated, so later erasures do not depend on it)")
+    else:
+        console.print("old keys may now be removed from TIMBER_ENCRYPTION_KEYS")

@@ -11,6 +11,7 @@ from timber_tasks.gdpr.erase import (
     ErasureReport,
     Residue,
     erase_subject,
+    ledger_keys_at_risk,
     replay_ledger,
     request_erasure,
     run_erasure,
@@ -19,11 +20,11 @@ from timber_tasks.gdpr.erase import (
 )
 from timber_tasks.gdpr.export import ExportReport, export_subject, read_manifest
 from timber_tasks.gdpr.stores import STORE_TYPES, PersonalDataStore, open_stores
-from timber_tasks.gdpr.subject import GdprError, OutputExistsError, Subject
+from timber_tasks.gdpr.subject import GdprError, OutputExistsError, Subject, SubjectHasher
 
 __all__ = [
     "STORE_TYPES", "ArchiveKey", "ErasureReport", "ExportReport", "GdprError", "OutputExistsError",
-    "PersonalDataStore", "Residue", "Subject", "decrypt_archive", "erase_subject", "export_subject",
-    "new_key", "open_stores", "read_manifest", "replay_ledger", "request_erasure", "run_erasure",
-    "unfinished", "verify_subject",
+    "PersonalDataStore", "Residue", "Subject", "SubjectHasher", "decrypt_archive", "erase_subject",
+    "export_subject", "ledger_keys_at_risk", "new_key", "open_stores", "read_manifest", "replay_ledger",
+    "request_erasure", "run_erasure", "unfinished", "verify_subject",
 ]

@@ -59,9 +59,9 @@ def record_personal_writes(committed: CommittedWrites) -> None:
     """After-write hook: one change row per GDPR model the transaction wrote."""
     timber = committed.timber
     gdpr_writes = [w for w in committed.by_model.values() if _gdpr_of(w.model) is not None]
-    if not gdpr_writes or timber.keyring is None:
-        return
-    hasher = SubjectHasher(timber.keyring)
+    if not gdpr_writes or (timber.keyring is None and timber.settings.gdpr_subject_key is None):
+        return  # no key to hash subjects under (and then no encrypted model could load either)
+    hasher = SubjectHasher.of(timber)
     job = _acting_job.get()
     rows = [_change_row(timber, hasher, w, committed.app_name, job) for w in gdpr_writes]
     with timber.db.session_scope() as session:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,8 @@ def request_erasure(timber: Any, user_id: str, *, requested_by: str) -> str:
     subject = Subject.of(timber, user_id)
     request_id = str(uuid.uuid4())
     with timber.db.session_scope() as session:
-        session.add(ErasureRecord(id=request_id, subject_hash=subject.hash, sealed_subject=subject.user_id,
+        session.add(ErasureRecord(id=request_id, subject_hash=subject.hash, hash_key=SubjectHasher.of(timber).key_id,
+                                  sealed_subject=subject.user_id,
                                   status="requested", requested_by=requested_by[:200], requested_at=utcnow()))
     return request_id
 
@@ -78,13 +79,15 @@ def run_erasure(timber: Any, request_id: str, *, on_step: StepDone | None = None
         record = session.get(ErasureRecord, request_id)
         assert record is not None
         record.status, record.completed_at, record.counts = "completed", utcnow(), counts
+        record.subject_hash, record.hash_key = subject.hash, SubjectHasher.of(timber).key_id  # a rotation may
+        # have come between the request and this run: the entry is kept under the key that writes now
         record.sealed_subject = None  # from here on the ledger holds only the keyed hash
         # Earlier requests for the same subject that never finished are satisfied by this run.
         session.execute(update(ErasureRecord).where(
             ErasureRecord.subject_hash == subject.hash, ErasureRecord.status != "completed",
             ErasureRecord.id != request_id).values(status="completed", completed_at=utcnow(), sealed_subject=None,
                                                    counts={"completed_by": request_id}))
-    _append_to_ledger_file(timber, request_id, subject.hash)
+    _append_to_ledger_file(timber, request_id, subject.hash, SubjectHasher.of(timber).key_id)
     audit.record(timber, action, subject.hash, requested_by, counts)
     return ErasureReport(request_id, subject.hash, counts)
 
@@ -107,7 +110,7 @@ def verify_subject(timber: Any, user_id: str) -> Residue:
     residue = Residue(subject.hash)
     for store in open_stores(timber):
         residue.found.update(store.residue(subject))
-    hashes = SubjectHasher(timber.keyring).hashes(subject.user_id)
+    hashes = SubjectHasher.of(timber).hashes(subject.user_id)
     with timber.db.session_scope() as session:
         pending = session.scalar(select(ErasureRecord.id).where(ErasureRecord.subject_hash.in_(hashes),
                                                                 ErasureRecord.status != "completed").limit(1))
@@ -120,13 +123,16 @@ def replay_ledger(timber: Any, *, requested_by: str) -> list[ErasureReport]:
     """After a database restore: erase again every subject the ledger says was erased.
 
     The ledger holds only keyed hashes, so candidates come from the data: every distinct
-    subject id in a GDPR model is hashed (under every configured key) and looked up.
+    subject id in a GDPR model is hashed (under every configured key) and looked up. An entry
+    whose key is no longer configured could never match: that stops the replay, named, before
+    anything is erased, rather than leave its subject restored without a word.
     """
+    hasher = SubjectHasher.of(timber)
+    entries = _ledger_entries(timber).values()
+    _refuse_unmatchable(timber, hasher, entries)
     reports = [run_erasure(timber, request_id, action="replay") for request_id in unfinished(timber)]
-    hasher = SubjectHasher(timber.keyring)
+    erased = {h for h, _ in entries}
     with timber.db.session_scope() as session:
-        erased = set(session.scalars(select(ErasureRecord.subject_hash).where(ErasureRecord.status == "completed")))
-        erased.update(h for _, h in _ledger_file_entries(timber))
         if not erased:
             return reports
         found: set[str] = set()
@@ -144,6 +150,42 @@ def replay_ledger(timber: Any, *, requested_by: str) -> list[ErasureReport]:
     return reports
 
 
+def ledger_keys_at_risk(timber: Any) -> dict[str, int]:
+    """Ledger entries per key id, for the keys other than the one that writes now: each such key must
+    stay configured (TIMBER_ENCRYPTION_KEYS) or `replay_ledger` cannot match those entries."""
+    writing = SubjectHasher.of(timber).key_id
+    return _count_keys(k for _, k in _ledger_entries(timber).values() if k is not None and k != writing)
+
+
+def _ledger_entries(timber: Any) -> dict[str, tuple[str, str | None]]:
+    """Completed erasures, {request id: (subject hash, key id)}, from the table and the file outside it."""
+    with timber.db.session_scope() as session:
+        entries: dict[str, tuple[str, str | None]] = {
+            r: (h, k) for r, h, k in session.execute(select(
+                ErasureRecord.id, ErasureRecord.subject_hash, ErasureRecord.hash_key).where(
+                ErasureRecord.status == "completed"))}
+    for request_id, subject_hash, key in _ledger_file_entries(timber):
+        entries.setdefault(request_id, (subject_hash, key))
+    return entries
+
+
+def _count_keys(keys: Iterable[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _refuse_unmatchable(timber: Any, hasher: SubjectHasher, entries: Iterable[tuple[str, str | None]]) -> None:
+    lost = _count_keys(k for _, k in entries if k is not None and k not in hasher.key_ids)
+    if lost:
+        named = ", ".join(f"{n} under key {k}" for k, n in sorted(lost.items()))
+        raise GdprError(f"the erasure ledger ({ledger_file(timber)} and timber_gdpr_erasures) has entries "
+                        f"hashed under keys this process lacks ({named}): the replay could not find those "
+                        "subjects. Configure the key they were written under (TIMBER_GDPR_SUBJECT_KEY, or the "
+                        "old Fernet key as the last of TIMBER_ENCRYPTION_KEYS) and replay again")
+
+
 # -- the ledger file: outside the database, so a restore of the database cannot roll it back ------
 
 
@@ -154,10 +196,10 @@ def ledger_file(timber: Any) -> Path:
     return Path(configured) if configured else Path(timber.settings.data_dir) / "gdpr-erasures.jsonl"
 
 
-def _append_to_ledger_file(timber: Any, request_id: str, subject_hash: str) -> None:
+def _append_to_ledger_file(timber: Any, request_id: str, subject_hash: str, key_id: str) -> None:
     path = ledger_file(timber)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"request": request_id, "subject_hash": subject_hash,
+    line = json.dumps({"request": request_id, "subject_hash": subject_hash, "key": key_id,
                        "completed_at": utcnow().isoformat() + "Z"}) + "\n"
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
@@ -167,7 +209,8 @@ def _append_to_ledger_file(timber: Any, request_id: str, subject_hash: str) -> N
         os.close(fd)
 
 
-def _ledger_file_entries(timber: Any) -> list[tuple[str, str]]:
+def _ledger_file_entries(timber: Any) -> list[tuple[str, str, str | None]]:
+    """(request id, subject hash, key id) per line; lines written before key ids were kept have none."""
     path = ledger_file(timber)
     if not path.exists():
         return []
@@ -177,7 +220,7 @@ def _ledger_file_entries(timber: Any) -> list[tuple[str, str]]:
             continue
         try:
             item = json.loads(line)
-            entries.append((str(item["request"]), str(item["subject_hash"])))
+            entries.append((str(item["request"]), str(item["subject_hash"]), item.get("key")))
         except (ValueError, KeyError) as exc:
             raise GdprError(f"{path} line {n} is not a ledger entry ({exc}); repair or remove that line") from None
     return entries

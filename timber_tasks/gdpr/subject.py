@@ -8,9 +8,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from timber_tasks.errors import ConfigError, TimberError
 
-# HKDF purpose of the subject-hash key: derived from each Fernet key, so there is no second secret.
+# HKDF purpose of the subject-hash keys (from TIMBER_GDPR_SUBJECT_KEY and from each Fernet key).
 SUBJECT_HASH_PURPOSE = b"timber-gdpr-subject"
 ERASED_MARK = "erased-"  # anonymized text starts with this, so verify can tell it from personal data
 
@@ -28,25 +31,53 @@ class OutputExistsError(GdprError, FileExistsError):
 
 
 class SubjectHasher:
-    """HMAC-SHA256 of subject ids under keys derived from the encryption key ring (newest first)."""
+    """HMAC-SHA256 of subject ids. The key that writes: TIMBER_GDPR_SUBJECT_KEY when set (it is never
+    rotated), else one derived from the newest Fernet key. Every other key still matches, so hashes
+    written before a rotation or before the subject key was set are found. Each key has an id,
+    kept beside the hashes in the erasure ledger, so a replay can tell a hash no key matches."""
 
-    def __init__(self, keyring: Any) -> None:
-        if keyring is None:
-            raise ConfigError("GDPR records keep subjects only as keyed hashes, under a key derived from "
-                              "TIMBER_ENCRYPTION_KEYS: set it (`timber-tasks keys generate` makes one)")
-        self._keys = keyring.derived_keys(SUBJECT_HASH_PURPOSE)
+    def __init__(self, keyring: Any, subject_key: str | None = None) -> None:
+        if keyring is None and not subject_key:
+            raise ConfigError("GDPR records keep subjects only as keyed hashes, under TIMBER_GDPR_SUBJECT_KEY "
+                              "or a key derived from TIMBER_ENCRYPTION_KEYS: set one "
+                              "(`timber-tasks keys generate` makes a key)")
+        keys = [_derive(subject_key.encode("utf-8"))] if subject_key else []
+        keys += keyring.derived_keys(SUBJECT_HASH_PURPOSE) if keyring is not None else []
+        self._keys = keys
+
+    @classmethod
+    def of(cls, timber: Any) -> SubjectHasher:
+        secret = getattr(timber.settings, "gdpr_subject_key", None)
+        return cls(timber.keyring, secret.get_secret_value() if secret is not None else None)
 
     def hash(self, value: Any) -> str:
-        """The hash written now (newest key)."""
+        """The hash written now (the writing key)."""
         return self._digest(self._keys[0], value)
 
     def hashes(self, value: Any) -> list[str]:
         """The hashes under every configured key: ledger entries written before a rotation still match."""
         return [self._digest(k, value) for k in self._keys]
 
+    @property
+    def key_id(self) -> str:
+        """The id of the writing key (a hash of it: it tells keys apart, it reveals nothing of them)."""
+        return _key_id(self._keys[0])
+
+    @property
+    def key_ids(self) -> set[str]:
+        return {_key_id(k) for k in self._keys}
+
     @staticmethod
     def _digest(key: bytes, value: Any) -> str:
         return hmac.new(key, str(value).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+def _derive(secret: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=SUBJECT_HASH_PURPOSE).derive(secret)
+
+
+def _key_id(key: bytes) -> str:
+    return hashlib.sha256(b"timber-gdpr-key-id" + key).hexdigest()[:12]
 
 
 @dataclass(frozen=True)
@@ -72,7 +103,7 @@ class Subject:
             field = model.timber_spec.spec.gdpr.user_id_field
             if not model.__table__.c[field].primary_key:
                 keys.add(field)
-        return cls(text, SubjectHasher(timber.keyring).hash(text), frozenset(keys or {"user_id"}))
+        return cls(text, SubjectHasher.of(timber).hash(text), frozenset(keys or {"user_id"}))
 
     def anonymized_text(self) -> str:
         """What anonymized text fields hold: the mark and a short keyed hash, the same for every row."""

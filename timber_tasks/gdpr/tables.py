@@ -30,6 +30,7 @@ class ErasureRecord(SystemBase):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     subject_hash: Mapped[str] = mapped_column(String(64), index=True)
+    hash_key: Mapped[str | None] = mapped_column(String(12), nullable=True)  # SubjectHasher.key_id of the hash
     sealed_subject: Mapped[Any] = mapped_column(SealedJSON, nullable=True)
     status: Mapped[str] = mapped_column(String(12), default="requested")  # requested | completed
     requested_by: Mapped[str] = mapped_column(String(200))

@@ -6,6 +6,7 @@ import contextvars
 import inspect
 import logging
 import random
+import time
 from typing import Any
 
 from celery import Celery, Task, current_app, shared_task
@@ -29,6 +30,8 @@ log = logging.getLogger("timber_tasks.tasks")
 # Options worth keeping with an outbox row; the rest are per-publish details.
 PORTABLE_OPTIONS = ("countdown", "expires", "priority")
 _QUEUED = "timber_outbox_queued"
+PROGRESS = "PROGRESS"  # the state of a running job that reports how far it is
+PROGRESS_EVERY_S = 0.5  # at most this often: one event and one backend write per report
 APP_HEADER = "timber_app"  # the app a job acts for: the sender's (see README, "which app a job acts for")
 # The app of the job this thread is running: jobs it sends (retries included) act for that app too.
 _acting_for: contextvars.ContextVar[str | None] = contextvars.ContextVar("timber_acting_for", default=None)
@@ -74,6 +77,28 @@ def with_app_header(options: dict[str, Any]) -> dict[str, Any]:
     headers = dict(options.get("headers") or {})
     headers.setdefault(APP_HEADER, sender_app())
     return {**options, "headers": headers}
+
+
+class ProgressReport:
+    """How far a running job is, told twice: to the result backend (state PROGRESS, for
+    `AsyncResult.info` and the CLI's `--follow`) and as a `task-progress` event, which Flower
+    shows as the task's state and, in its Result field, `text`. Both hold counts and model
+    names only: never a person's data (Flower keeps what it is sent)."""
+
+    def __init__(self, task: Task, every: float = PROGRESS_EVERY_S) -> None:
+        self.task, self.every, self._last = task, every, float("-inf")
+
+    def __call__(self, meta: dict[str, Any], text: str, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self._last < self.every:
+            return
+        self._last = now
+        request = self.task.request
+        if request.id is None:  # called in-process, not as a job: nobody to tell
+            return
+        self.task.update_state(state=PROGRESS, meta=meta)
+        if request.hostname:  # a worker runs it (an eager call has no events to send)
+            self.task.send_event("task-progress", result=text)
 
 
 class TimberTask(Task):

@@ -2,7 +2,7 @@
 
 An erasure job carries only the id of its ledger request (gdpr.request_erasure), never the
 subject's id: the job's message, outbox row and Celery result hold nothing to erase later.
-Progress goes to the result backend as state PROGRESS (Flower shows it).
+Progress goes to the result backend as state PROGRESS and to Flower as `task-progress` events.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from typing import Any
 from celery.result import AsyncResult
 
 from timber_tasks import gdpr
-from timber_tasks.tasks.base import TimberTask, get_timber, timber_task
-
-PROGRESS = "PROGRESS"
+from timber_tasks.tasks.base import ProgressReport, TimberTask, get_timber, timber_task
 
 
 @timber_task("timber.gdpr.export", base=TimberTask, bind=True)
@@ -23,8 +21,11 @@ def export(self: TimberTask, user_id: str, out: str, force: bool = False, reques
     """Write the subject's export to `out` (a path the worker can write); returns counts and the file's hash."""
     key = gdpr.ArchiveKey(key=archive_key, passphrase=passphrase) if (archive_key or passphrase) else None
 
+    report_progress = ProgressReport(self)
+
     def progress(part: str, done: int, total: int) -> None:
-        self.update_state(state=PROGRESS, meta={"part": part, "done": done, "total": total})
+        report_progress({"part": part, "done": done, "total": total},
+                        f"exporting {part}: {done:,} of {total:,} rows", final=done == total)
 
     report = gdpr.export_subject(get_timber(), user_id, out, force=force, archive_key=key, actor=requested_by,
                                  progress=progress)
@@ -35,10 +36,12 @@ def export(self: TimberTask, user_id: str, out: str, force: bool = False, reques
 def erase(self: TimberTask, request_id: str) -> dict[str, Any]:
     """Carry out a requested erasure; a redelivered or repeated job finishes it or changes nothing."""
     done: dict[str, int] = {}
+    report_progress = ProgressReport(self)
 
     def step(store: str, changed: int) -> None:
         done[store] = changed
-        self.update_state(state=PROGRESS, meta={"stores_done": dict(done)})
+        report_progress({"stores_done": dict(done)}, f"erased from {len(done)} store(s), last {store}: {changed:,}",
+                        final=True)
 
     report = gdpr.run_erasure(get_timber(), request_id, on_step=step)
     return {"request": report.request_id, "counts": report.counts}
