@@ -223,10 +223,13 @@ def test_a_replay_under_keys_that_cannot_match_the_ledger_refuses_naming_the_fix
     backup = gdpr.export_subject(timber, ADA, tmp_path / "backup.zip").path
     gdpr.erase_subject(timber, ADA, requested_by="test")  # hashed under a key derived from the old Fernet key
     _restore(timber, backup)  # only the ledger file outside the database remembers Ada now
-    assert gdpr.ledger_keys_at_risk(timber) == {}  # nothing at risk before the rotation
+    writing = gdpr.SubjectHasher.of(timber).key_id
+    assert gdpr.ledger_key_counts(timber) == {writing: 1}
     dropped = _rotated_then_old_key_dropped(timber)
     try:
-        with pytest.raises(gdpr.GdprError, match=r"1 under key [0-9a-f]{12}.*TIMBER_GDPR_SUBJECT_KEY"):
+        new_id = gdpr.SubjectHasher.of(dropped).key_id
+        with pytest.raises(gdpr.GdprError, match=rf"1 under key {writing}; configured: TIMBER_ENCRYPTION_KEYS #1 "
+                                                 rf"{new_id}\).*TIMBER_GDPR_SUBJECT_KEY"):
             gdpr.replay_ledger(dropped, requested_by="test")
         assert "database:User" in gdpr.verify_subject(dropped, ADA).found  # refused before erasing anything
     finally:
@@ -249,7 +252,9 @@ def test_with_a_subject_key_the_ledger_survives_dropping_the_old_fernet_key(
     keyed.close()
     dropped = _rotated_then_old_key_dropped(timber, **subject_key)
     try:
-        assert gdpr.ledger_keys_at_risk(dropped) == {}
+        subject_key_id = gdpr.SubjectHasher.of(dropped).labelled_ids()[0]
+        assert subject_key_id[0] == "TIMBER_GDPR_SUBJECT_KEY"
+        assert gdpr.ledger_key_counts(dropped) == {subject_key_id[1]: 1}
         reports = gdpr.replay_ledger(dropped, requested_by="test")
         assert [r.subject_hash for r in reports] == [report.subject_hash]
         assert not any(k.startswith("database:") for k in gdpr.verify_subject(dropped, ADA).found)
@@ -259,23 +264,35 @@ def test_with_a_subject_key_the_ledger_survives_dropping_the_old_fernet_key(
         sealing.use_keyring(timber.keyring)  # job payloads are sealed process-wide: back to the fixture's key
 
 
-def test_keys_rotate_says_to_keep_the_old_key_while_the_ledger_needs_it(timber: Timber) -> None:
+def test_keys_rotate_says_which_old_key_the_ledger_needs_and_gdpr_keys_lists_them(
+        timber: Timber, tmp_path: Path) -> None:
     from cryptography.fernet import Fernet
 
     from .conftest import TEST_ENCRYPTION_KEY
 
     seed_subject(timber, ADA)
     gdpr.erase_subject(timber, ADA, requested_by="test")
+    old_id = gdpr.SubjectHasher.of(timber).key_id
     env = {**os.environ, "TIMBER_ENCRYPTION_KEYS": f"{Fernet.generate_key().decode()},{TEST_ENCRYPTION_KEY}",
            "DATABASE_URL": str(timber.settings.database_url), "TIMBER_DATA_DIR": str(timber.settings.data_dir),
-           "TIMBER_MODEL_CONFIG_DIRS": str(ROOT / "model_configs")}
+           "TIMBER_MODEL_CONFIG_DIRS": str(ROOT / "model_configs"), "COLUMNS": "200"}
     env.pop("REDIS_URL", None)
-    done = subprocess.run([sys.executable, "-m", "timber_tasks.cli", "keys", "rotate"], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+
+    def cli(*args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "timber_tasks.cli", *args], env={**env, **extra}, cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+
+    done = cli("keys", "rotate")
     assert done.returncode == 0, done.stderr
     out = " ".join(done.stdout.split())
-    assert "keep the old key" in out and "1 erasure ledger entry is hashed under it" in out
-    assert "may now be removed" not in out
+    assert f"keep TIMBER_ENCRYPTION_KEYS #2 (key id {old_id})" in out and "1 erasure ledger entry is hashed" in out
+    assert "set TIMBER_GDPR_SUBJECT_KEY" in out and "may now be removed" not in out
+    with_subject_key = cli("keys", "rotate", TIMBER_GDPR_SUBJECT_KEY="s" * 40)
+    assert "keep TIMBER_ENCRYPTION_KEYS #2" in with_subject_key.stdout
+    assert "set TIMBER_GDPR_SUBJECT_KEY" not in " ".join(with_subject_key.stdout.split())  # it is set
+    listed = cli("gdpr", "keys", TIMBER_ENCRYPTION_KEYS=Fernet.generate_key().decode())  # the old key dropped
+    assert listed.returncode == 0, listed.stderr
+    assert "not configured" in listed.stdout and old_id in listed.stdout and "(writes)" in listed.stdout
 
 
 def test_audit_log_ledger_and_change_record_hold_no_subject_id_in_clear(timber: Timber, tmp_path: Path) -> None:

@@ -28,7 +28,8 @@ def seeded(tmp_path: Path) -> Timber:
 
 def _gdpr(*args: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "TIMBER_MODEL_CONFIG_DIRS": str(ROOT / "model_configs"),
-           "TIMBER_BEAT_SCHEDULE": str(ROOT / "beat_schedule.yaml"), "ARCHIVE_PASS": "open sesame"}
+           "TIMBER_BEAT_SCHEDULE": str(ROOT / "beat_schedule.yaml"), "ARCHIVE_PASS": "open sesame",
+           "WRONG_PASS": "not it"}
     return subprocess.run([sys.executable, "-m", "timber_tasks.cli", "gdpr", *args], cwd=cwd, env=env,
                           input=stdin, capture_output=True, text=True, timeout=120)
 
@@ -69,6 +70,17 @@ def test_an_encrypted_export_round_trips_through_decrypt(seeded: Timber, tmp_pat
     assert opened.returncode == 0, opened.stderr
     with zipfile.ZipFile(tmp_path / "ada.zip") as zf:
         assert "manifest.json" in zf.namelist()
+    assert (tmp_path / "ada.zip").stat().st_mode & 0o077 == 0  # a person's data: the owner's only
+    again = _gdpr("decrypt", str(sealed), "--out", str(tmp_path / "ada.zip"), "--passphrase-env", "ARCHIVE_PASS",
+                  cwd=tmp_path)
+    assert again.returncode == 1 and "--force" in again.stderr  # the advice names an option decrypt has
+    forced = _gdpr("decrypt", str(sealed), "--out", str(tmp_path / "ada.zip"), "--passphrase-env", "ARCHIVE_PASS",
+                   "--force", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    wrong = _gdpr("decrypt", str(sealed), "--out", str(tmp_path / "wrong.zip"), "--passphrase-env", "WRONG_PASS",
+                  cwd=tmp_path)
+    assert wrong.returncode == 1 and "wrong passphrase" in wrong.stderr
+    assert not (tmp_path / "wrong.zip").exists() and not list(tmp_path.glob(".wrong.zip.*"))  # nothing half-written
 
 
 def test_exporting_an_unknown_user_writes_an_empty_export_and_says_so(seeded: Timber, tmp_path: Path) -> None:

@@ -169,18 +169,39 @@ def replay(yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confi
 @app.command("decrypt")
 def decrypt(archive: Annotated[Path, typer.Argument(help="An encrypted export.")],
             out: Annotated[Path, typer.Option("--out", help="The ZIP to write.")],
-            passphrase_env: PassphraseEnv = None, passphrase: AskPassphrase = False, key_file: KeyFile = None) -> None:
-    """Turn an encrypted export back into its ZIP."""
+            passphrase_env: PassphraseEnv = None, passphrase: AskPassphrase = False, key_file: KeyFile = None,
+            force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False) -> None:
+    """Turn an encrypted export back into its ZIP (readable by its owner only)."""
     from timber_tasks.gdpr import GdprError, OutputExistsError, decrypt_archive
 
     with reported_errors():
-        if out.exists():
+        if out.exists() and not force:
             raise OutputExistsError(str(out))
         key = _archive_key(passphrase_env, passphrase, key_file, confirm=False)
         if key is None:
             raise GdprError("give --passphrase, --passphrase-env VAR or --key-file FILE")
         decrypt_archive(archive, out, key)
     console.print(f"wrote {out}")
+
+
+@app.command("keys")
+def keys() -> None:
+    """The keys subject hashes are made under (ids only) and the erasure ledger entries under each."""
+    from timber_tasks.gdpr import SubjectHasher, ledger_key_counts
+    from timber_tasks.runtime import initialize_timber
+
+    with reported_errors():
+        timber = initialize_timber(create_tables=False)
+        hasher, ledger = SubjectHasher.of(timber), ledger_key_counts(timber)
+    table = Table("key", "id", "ledger entries")
+    labelled = hasher.labelled_ids()
+    for n, (label, key_id) in enumerate(labelled):
+        table.add_row(label + (" (writes)" if n == 0 else ""), key_id, str(ledger.get(key_id, 0)))
+    known = {key_id for _, key_id in labelled}
+    for key_id, count in sorted((str(k), n) for k, n in ledger.items() if k not in known):
+        table.add_row("[red]not configured[/red]" if key_id != "None" else "(written before ids were kept)",
+                      key_id if key_id != "None" else "-", str(count))
+    console.print(table)
 
 
 @app.command("keygen")

@@ -43,16 +43,25 @@ def rotate(
             progress=lambda model, rows, rotated: console.print(f"  {model}: {rows} rows seen, {rotated} "
                                                                 "values re-encrypted"))
         resealed = sealing.reseal_stored(timber.db, system_metadata)  # outbox, dead letters, GDPR ledger
-        ledger_at_risk = gdpr.ledger_keys_at_risk(timber)
+        ledger = gdpr.ledger_key_counts(timber)
+        hasher = gdpr.SubjectHasher.of(timber)
     console.print(f"[green]done[/green]: {report.models} model(s), {report.rows_seen} rows, "
                   f"{report.values_rotated} value(s) re-encrypted in {report.batches} batch(es); "
                   f"{resealed} stored job payload(s) re-sealed")
-    if ledger_at_risk:
-        # A keyed hash cannot be re-keyed without the id it hides: the key it was made under must stay.
-        n = sum(ledger_at_risk.values())
-        console.print(f"[yellow]keep the old key[/yellow] as the last of TIMBER_ENCRYPTION_KEYS: "
+    # A keyed hash cannot be re-keyed without the id it hides: an old key with ledger entries must stay.
+    labelled = hasher.labelled_ids()
+    keep = [(label, key_id, ledger[key_id]) for label, key_id in labelled
+            if key_id in ledger and label.startswith("TIMBER_ENCRYPTION_KEYS") and label != "TIMBER_ENCRYPTION_KEYS #1"]
+    for label, key_id, n in keep:
+        console.print(f"[yellow]keep {label}[/yellow] (key id {key_id}), as the last of TIMBER_ENCRYPTION_KEYS: "
                       f"{n} erasure ledger {'entry is' if n == 1 else 'entries are'} hashed under it, and "
-                      "`timber-tasks gdpr replay-ledger` needs it to find those subjects after a restore "
-                      "(set TIMBER_GDPR_SUBJECT_KEY, a key never rotated, so later erasures do not depend on it)")
-    else:
+                      "`timber-tasks gdpr replay-ledger` needs it to find those subjects after a restore")
+    known = {key_id for _, key_id in labelled}
+    for key_id, n in sorted((k, n) for k, n in ledger.items() if k is not None and k not in known):
+        console.print(f"[red]put back the key with id {key_id}[/red]: {n} erasure ledger "
+                      f"{'entry is' if n == 1 else 'entries are'} hashed under a key no longer configured "
+                      "(`timber-tasks gdpr keys` lists them)")
+    if keep and labelled[0][0] != "TIMBER_GDPR_SUBJECT_KEY":
+        console.print("set TIMBER_GDPR_SUBJECT_KEY (a key never rotated) so later erasures do not tie up a Fernet key")
+    if not keep:
         console.print("old keys may now be removed from TIMBER_ENCRYPTION_KEYS")

@@ -11,7 +11,7 @@ from timber_tasks.gdpr.erase import (
     ErasureReport,
     Residue,
     erase_subject,
-    ledger_keys_at_risk,
+    ledger_key_counts,
     replay_ledger,
     request_erasure,
     run_erasure,
@@ -25,6 +25,6 @@ from timber_tasks.gdpr.subject import GdprError, OutputExistsError, Subject, Sub
 __all__ = [
     "STORE_TYPES", "ArchiveKey", "ErasureReport", "ExportReport", "GdprError", "OutputExistsError",
     "PersonalDataStore", "Residue", "Subject", "SubjectHasher", "decrypt_archive", "erase_subject",
-    "export_subject", "ledger_keys_at_risk", "new_key", "open_stores", "read_manifest", "replay_ledger",
+    "export_subject", "ledger_key_counts", "new_key", "open_stores", "read_manifest", "replay_ledger",
     "request_erasure", "run_erasure", "unfinished", "verify_subject",
 ]

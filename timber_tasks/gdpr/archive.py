@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import struct
+import tempfile
 from pathlib import Path
 from typing import IO, Any
 
@@ -104,29 +105,42 @@ class EncryptingWriter:
 
 
 def decrypt_archive(source: Path, target: Path, key: ArchiveKey) -> None:
-    """Write the ZIP inside an encrypted export; a wrong key or a damaged file is a GdprError, not garbage."""
+    """Write the ZIP inside an encrypted export; a wrong key or a damaged file is a GdprError, not garbage.
+
+    The ZIP appears whole or not at all, readable by its owner only (it holds a person's data).
+    """
+    fd, partial_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    partial = Path(partial_name)
+    try:
+        with source.open("rb") as src, os.fdopen(fd, "wb") as out:
+            _decrypt_into(src, out, source, key)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _decrypt_into(src: Any, out: Any, source: Path, key: ArchiveKey) -> None:
     from cryptography.exceptions import InvalidTag
 
-    with source.open("rb") as src, target.open("wb") as out:
-        head = src.read(len(MAGIC) + 17)
-        if not head.startswith(MAGIC):
-            raise GdprError(f"{source} is not an encrypted timber-tasks export")
-        if head[len(MAGIC)] != key.source:
-            wanted = "a passphrase" if head[len(MAGIC)] == FROM_PASSPHRASE else "a key"
-            raise GdprError(f"{source} was encrypted with {wanted}: give that")
-        aes = AESGCM(key.derive(head[len(MAGIC) + 1:]))
-        index = 0
-        while True:
-            size_bytes = src.read(4)
-            if len(size_bytes) < 4:
-                raise GdprError(f"{source} is cut short: its last part is missing")
-            (size,) = struct.unpack(">I", size_bytes)
-            nonce, sealed = src.read(12), src.read(size)
-            last = not src.peek(1) if hasattr(src, "peek") else False
-            try:
-                out.write(aes.decrypt(nonce, sealed, _aad(index, last)))
-            except InvalidTag:
-                raise GdprError(f"{source}: wrong passphrase or key, or the file was changed") from None
-            if last:
-                return
-            index += 1
+    head = src.read(len(MAGIC) + 17)
+    if not head.startswith(MAGIC):
+        raise GdprError(f"{source} is not an encrypted timber-tasks export")
+    if head[len(MAGIC)] != key.source:
+        wanted = "a passphrase" if head[len(MAGIC)] == FROM_PASSPHRASE else "a key"
+        raise GdprError(f"{source} was encrypted with {wanted}: give that")
+    aes = AESGCM(key.derive(head[len(MAGIC) + 1:]))
+    index = 0
+    while True:
+        size_bytes = src.read(4)
+        if len(size_bytes) < 4:
+            raise GdprError(f"{source} is cut short: its last part is missing")
+        (size,) = struct.unpack(">I", size_bytes)
+        nonce, sealed = src.read(12), src.read(size)
+        last = not src.peek(1) if hasattr(src, "peek") else False
+        try:
+            out.write(aes.decrypt(nonce, sealed, _aad(index, last)))
+        except InvalidTag:
+            raise GdprError(f"{source}: wrong passphrase or key, or the file was changed") from None
+        if last:
+            return
+        index += 1

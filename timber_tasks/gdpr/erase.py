@@ -150,11 +150,16 @@ def replay_ledger(timber: Any, *, requested_by: str) -> list[ErasureReport]:
     return reports
 
 
-def ledger_keys_at_risk(timber: Any) -> dict[str, int]:
-    """Ledger entries per key id, for the keys other than the one that writes now: each such key must
-    stay configured (TIMBER_ENCRYPTION_KEYS) or `replay_ledger` cannot match those entries."""
-    writing = SubjectHasher.of(timber).key_id
-    return _count_keys(k for _, k in _ledger_entries(timber).values() if k is not None and k != writing)
+def ledger_key_counts(timber: Any) -> dict[str | None, int]:
+    """Completed erasures per key id of their hash (None: entries written before ids were kept).
+
+    Each key with entries must stay configured, or `replay_ledger` cannot match those entries:
+    set beside `SubjectHasher.labelled_ids()` it says which keys may go after a rotation.
+    """
+    counts: dict[str | None, int] = {}
+    for _, key in _ledger_entries(timber).values():
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def _ledger_entries(timber: Any) -> dict[str, tuple[str, str | None]]:
@@ -169,21 +174,19 @@ def _ledger_entries(timber: Any) -> dict[str, tuple[str, str | None]]:
     return entries
 
 
-def _count_keys(keys: Iterable[str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for key in keys:
-        counts[key] = counts.get(key, 0) + 1
-    return counts
-
-
 def _refuse_unmatchable(timber: Any, hasher: SubjectHasher, entries: Iterable[tuple[str, str | None]]) -> None:
-    lost = _count_keys(k for _, k in entries if k is not None and k not in hasher.key_ids)
+    lost: dict[str, int] = {}
+    for _, key in entries:
+        if key is not None and key not in hasher.key_ids:
+            lost[key] = lost.get(key, 0) + 1
     if lost:
         named = ", ".join(f"{n} under key {k}" for k, n in sorted(lost.items()))
+        have = ", ".join(f"{label} {key_id}" for label, key_id in hasher.labelled_ids())
         raise GdprError(f"the erasure ledger ({ledger_file(timber)} and timber_gdpr_erasures) has entries "
-                        f"hashed under keys this process lacks ({named}): the replay could not find those "
-                        "subjects. Configure the key they were written under (TIMBER_GDPR_SUBJECT_KEY, or the "
-                        "old Fernet key as the last of TIMBER_ENCRYPTION_KEYS) and replay again")
+                        f"hashed under keys this process lacks ({named}; configured: {have}): the replay "
+                        "could not find those subjects. Configure the key they were written under "
+                        "(TIMBER_GDPR_SUBJECT_KEY, or the old Fernet key as the last of TIMBER_ENCRYPTION_KEYS; "
+                        "`timber-tasks gdpr keys` shows the id of each) and replay again")
 
 
 # -- the ledger file: outside the database, so a restore of the database cannot roll it back ------

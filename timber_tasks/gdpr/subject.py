@@ -41,9 +41,11 @@ class SubjectHasher:
             raise ConfigError("GDPR records keep subjects only as keyed hashes, under TIMBER_GDPR_SUBJECT_KEY "
                               "or a key derived from TIMBER_ENCRYPTION_KEYS: set one "
                               "(`timber-tasks keys generate` makes a key)")
-        keys = [_derive(subject_key.encode("utf-8"))] if subject_key else []
-        keys += keyring.derived_keys(SUBJECT_HASH_PURPOSE) if keyring is not None else []
-        self._keys = keys
+        labelled = [("TIMBER_GDPR_SUBJECT_KEY", _derive(subject_key.encode("utf-8")))] if subject_key else []
+        fernet = keyring.derived_keys(SUBJECT_HASH_PURPOSE) if keyring is not None else []
+        labelled += [(f"TIMBER_ENCRYPTION_KEYS #{n}", k) for n, k in enumerate(fernet, 1)]
+        self._labelled = labelled
+        self._keys = [k for _, k in labelled]
 
     @classmethod
     def of(cls, timber: Any) -> SubjectHasher:
@@ -66,6 +68,10 @@ class SubjectHasher:
     @property
     def key_ids(self) -> set[str]:
         return {_key_id(k) for k in self._keys}
+
+    def labelled_ids(self) -> list[tuple[str, str]]:
+        """(where the key comes from, its id), the writing key first: how an operator maps ids to keys."""
+        return [(label, _key_id(k)) for label, k in self._labelled]
 
     @staticmethod
     def _digest(key: bytes, value: Any) -> str:
