@@ -32,7 +32,7 @@ def seed_subject(timber: Any, user: str, *, events: int = 3) -> dict[str, Any]:
                                properties={"ip": "10.0.0.1"}) for n in range(events)])
     persistence.persist(timber, "Notification", "create", {"user_id": user, "app_name": "grove",
                                                            "notification_type": "hello", "title": "Hi"},
-                        idempotency_key=f"note-of-{user}")
+                        idempotency_key=f"note-of:{user}")
     task_id = str(uuid.uuid4())
     with timber.db.session_scope() as session:
         outbox.add(session, task_id=task_id, task_name="timber.persistence.persist",

@@ -19,7 +19,7 @@ from .platforms import Platform, free_port, http_get, wait_for
 
 LOGIN = "test:long-enough-secret"
 PERSIST = "timber.persistence.persist"
-EXPORT_ROWS = 60_000  # a few seconds of export: several progress reports, 0.5 s apart
+EXPORT_ROWS = 200_000  # an export of 10 s or more: many progress reports, 0.5 s apart, for Flower to show
 
 
 
@@ -116,7 +116,7 @@ def test_flower_shows_how_far_a_running_gdpr_export_is_and_none_of_the_exported_
     seed_subject(platform.timber, user)
     Event = platform.timber.get_model("TrackedEvent")
     first = 10_000_000
-    with platform.timber.db.session_scope() as session:  # enough rows for an export of a few seconds
+    with platform.timber.db.session_scope() as session:  # enough rows for a long export
         session.execute(insert(Event), [{"id": first + n, "user_id": user, "app_name": "grove",
                                          "event_type": "login", "properties": {"ip": "10.9.8.7"}}
                                         for n in range(EXPORT_ROWS)])

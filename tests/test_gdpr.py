@@ -253,7 +253,7 @@ def test_with_a_subject_key_the_ledger_survives_dropping_the_old_fernet_key(
     dropped = _rotated_then_old_key_dropped(timber, **subject_key)
     try:
         subject_key_id = gdpr.SubjectHasher.of(dropped).labelled_ids()[0]
-        assert subject_key_id[0] == "TIMBER_GDPR_SUBJECT_KEY"
+        assert subject_key_id[0] == "TIMBER_GDPR_SUBJECT_KEY #1"
         assert gdpr.ledger_key_counts(dropped) == {subject_key_id[1]: 1}
         reports = gdpr.replay_ledger(dropped, requested_by="test")
         assert [r.subject_hash for r in reports] == [report.subject_hash]
@@ -262,6 +262,60 @@ def test_with_a_subject_key_the_ledger_survives_dropping_the_old_fernet_key(
     finally:
         dropped.close()
         sealing.use_keyring(timber.keyring)  # job payloads are sealed process-wide: back to the fixture's key
+
+
+def test_a_changed_subject_key_kept_second_still_matches_the_ledger(timber: Timber, tmp_path: Path) -> None:
+    url, redis = timber.settings.database_url, timber.settings.redis_url
+    first, second = "a" * 40, "b" * 40
+
+    def keyed(keys: str) -> Timber:
+        return initialize_timber(model_config_dirs=[ROOT / "model_configs"], database_url=url, redis_url=redis,
+                                 gdpr_subject_key=keys)
+
+    backups = {}
+    for who, keys in ((ADA, first), (BOB, f"{second},{first}")):  # Bob is erased after the key changed
+        t = keyed(keys)
+        seed_subject(t, who)
+        backups[who] = gdpr.export_subject(t, who, tmp_path / f"{who}.zip").path
+        gdpr.erase_subject(t, who, requested_by="test")
+        t.close()
+    t = keyed(f"{second},{first}")
+    try:
+        for backup in backups.values():
+            _restore(t, backup)
+        # Both found (Ada's entry under the old key); the new erasures are hashed under the writing key.
+        assert {r.subject_hash for r in gdpr.replay_ledger(t, requested_by="test")} == {
+            gdpr.SubjectHasher(None, (second,)).hash(who) for who in (ADA, BOB)}
+        with pytest.raises(gdpr.GdprError, match="hashed under keys this process lacks"):
+            gdpr.replay_ledger(keyed(second), requested_by="test")  # the old key dropped: refused, named
+    finally:
+        t.close()
+
+
+def test_a_ledger_file_line_that_is_not_an_entry_is_named_not_a_traceback(timber: Timber) -> None:
+    from timber_tasks.gdpr.erase import ledger_file
+
+    path = ledger_file(timber)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for bad in (b"\xff\xfe", b"[1, 2]", b"null", b'"hello"', b'{"request": "r", "subject_hash": "h", "key": {"a": 1}}',
+                b'{"request": "r", "subject_hash": "h", "key": "' + b"k" * 1000 + b'"}'):
+        path.write_bytes(b'{"request": "ok", "subject_hash": "h", "key": null}\n' + bad + b"\n")
+        with pytest.raises(gdpr.GdprError, match=r"line 2 is not a ledger entry") as refused:
+            gdpr.replay_ledger(timber, requested_by="test")
+        assert len(str(refused.value)) < 600
+
+
+def test_an_export_never_replaces_what_is_not_a_regular_file(timber: Timber, tmp_path: Path) -> None:
+    seed_subject(timber, ADA)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for target in (fifo, tmp_path):
+        with pytest.raises(gdpr.GdprError, match="is not a regular file"):
+            gdpr.export_subject(timber, ADA, target, force=True)
+    (tmp_path / "plain.txt").write_text("x")
+    with pytest.raises(gdpr.GdprError, match=r"cannot write .*plain.txt/x.zip"):
+        gdpr.export_subject(timber, ADA, tmp_path / "plain.txt" / "x.zip")
+    assert fifo.is_fifo() and (tmp_path / "plain.txt").read_text() == "x"
 
 
 def test_keys_rotate_says_which_old_key_the_ledger_needs_and_gdpr_keys_lists_them(
@@ -376,7 +430,7 @@ def test_sealed_payloads_are_matched_in_clear_but_stored_sealed(timber: Timber) 
 def test_a_subject_recreated_by_the_same_job_keys_after_an_erasure_is_erased_again(timber: Timber) -> None:
     user = {"id": ADA, "email": "ada@example.com", "username": "ada"}
     for _ in range(2):  # e.g. the demo, run twice: its jobs carry keys that name the subject
-        persistence.persist(timber, "User", "create", user, idempotency_key=f"create-{ADA}")
+        persistence.persist(timber, "User", "create", user, idempotency_key=f"create:{ADA}")
         assert "job_records" in gdpr.verify_subject(timber, ADA).found
         gdpr.erase_subject(timber, ADA, requested_by="test")
         assert gdpr.verify_subject(timber, ADA).clean, gdpr.verify_subject(timber, ADA).found

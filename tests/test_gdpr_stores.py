@@ -108,7 +108,12 @@ def test_a_subject_is_found_in_a_payload_by_text_or_under_a_user_id_key_never_by
     numeric = gdpr.Subject.of(timber, 7)
     assert numeric.held_in({"record": {"user_id": 7}}) and numeric.held_in(["x", "7"])
     assert not numeric.held_in({"quantity": 7, "id": 7, "flag": True})
-    assert numeric.named_in("create-7") and not numeric.named_in("order 17 of 70")
+    assert numeric.named_in("create:7") and not numeric.named_in("order 17 of 70")
+    # Ids are made of letters, digits and _ . -: "u1" is not in another person's "u1-2" or "u1.b".
+    u1 = gdpr.Subject.of(timber, "u1")
+    assert u1.named_in("welcome:u1") and u1.named_in("user u1 refused") and u1.named_in("u1@example.com")
+    assert not any(u1.named_in(t) for t in ("order-u1-2-aapl", "user u1-2 refused", "u1.b", "u1_b", "xu1"))
+    assert gdpr.Subject.of(timber, " u2").user_id == " u2"  # exactly as stored: " u2" is not "u2"
     assert "user_id" in numeric.id_keys and "id" not in numeric.id_keys  # User.id is a primary key
 
 

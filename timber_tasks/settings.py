@@ -120,9 +120,12 @@ class Settings(BaseModel):
     @field_validator("gdpr_subject_key")
     @classmethod
     def _long_subject_key(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 32:
-            raise ValueError("TIMBER_GDPR_SUBJECT_KEY must be 32 characters or more (a random secret: "
-                             "`timber-tasks keys generate` prints one)")
+        if value is None:
+            return value
+        parts = [p.strip() for p in value.get_secret_value().split(",")]
+        if not all(parts) or any(len(p) < 32 for p in parts):
+            raise ValueError("TIMBER_GDPR_SUBJECT_KEY: comma-separated keys of 32 characters or more, the one "
+                             "that writes first (a random secret: `timber-tasks keys generate` prints one)")
         return value
 
     @field_validator("encryption_keys", mode="before")

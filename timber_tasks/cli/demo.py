@@ -160,7 +160,7 @@ def _run_sample_jobs(app: Any, worker: WatchedWorker) -> list[tuple[str, str, st
     # Keys of this run: the last run's GDPR step erased the sample user, and the keys it had used stay
     # spent (an erased person's old jobs, redelivered, must not bring them back), so each run is new.
     run = uuid.uuid4().hex[:6]
-    sent = [(key, model, op, persist.delay(model, op, data, idempotency_key=f"{key}-{run}"))
+    sent = [(key, model, op, persist.delay(model, op, data, idempotency_key=f"{key}:{run}"))
             for key, model, op, data in SAMPLE_JOBS]
     rows = []
     for key, model, op, result in sent:

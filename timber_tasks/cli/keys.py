@@ -61,7 +61,7 @@ def rotate(
         console.print(f"[red]put back the key with id {key_id}[/red]: {n} erasure ledger "
                       f"{'entry is' if n == 1 else 'entries are'} hashed under a key no longer configured "
                       "(`timber-tasks gdpr keys` lists them)")
-    if keep and labelled[0][0] != "TIMBER_GDPR_SUBJECT_KEY":
+    if keep and not labelled[0][0].startswith("TIMBER_GDPR_SUBJECT_KEY"):
         console.print("set TIMBER_GDPR_SUBJECT_KEY (a key never rotated) so later erasures do not tie up a Fernet key")
     if not keep:
         console.print("old keys may now be removed from TIMBER_ENCRYPTION_KEYS")

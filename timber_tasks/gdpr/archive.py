@@ -109,8 +109,7 @@ def decrypt_archive(source: Path, target: Path, key: ArchiveKey) -> None:
 
     The ZIP appears whole or not at all, readable by its owner only (it holds a person's data).
     """
-    fd, partial_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    partial = Path(partial_name)
+    fd, partial = partial_file(target)
     try:
         with source.open("rb") as src, os.fdopen(fd, "wb") as out:
             _decrypt_into(src, out, source, key)
@@ -119,12 +118,27 @@ def decrypt_archive(source: Path, target: Path, key: ArchiveKey) -> None:
         partial.unlink(missing_ok=True)
 
 
+def partial_file(target: Path) -> tuple[int, Path]:
+    """A 0600 file beside `target` to write into, renamed over it when whole. Only a regular file is
+    ever replaced: --force on a device, a folder or a FIFO would turn it into this file."""
+    if target.exists() and not target.is_file():
+        raise GdprError(f"{target} is not a regular file: give --out a file path")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    except OSError as exc:
+        raise GdprError(f"cannot write {target}: {exc.strerror or exc}") from None
+    return fd, Path(name)
+
+
 def _decrypt_into(src: Any, out: Any, source: Path, key: ArchiveKey) -> None:
     from cryptography.exceptions import InvalidTag
 
     head = src.read(len(MAGIC) + 17)
-    if not head.startswith(MAGIC):
+    if not head.startswith(MAGIC) or len(head) < len(MAGIC) + 1 or head[len(MAGIC)] not in (FROM_PASSPHRASE, FROM_KEY):
         raise GdprError(f"{source} is not an encrypted timber-tasks export")
+    if len(head) < len(MAGIC) + 17:
+        raise GdprError(f"{source} is cut short: its header is incomplete")
     if head[len(MAGIC)] != key.source:
         wanted = "a passphrase" if head[len(MAGIC)] == FROM_PASSPHRASE else "a key"
         raise GdprError(f"{source} was encrypted with {wanted}: give that")

@@ -217,13 +217,18 @@ def _ledger_file_entries(timber: Any) -> list[tuple[str, str, str | None]]:
     path = ledger_file(timber)
     if not path.exists():
         return []
-    entries = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    entries: list[tuple[str, str, str | None]] = []
+    for n, line in enumerate(path.read_bytes().splitlines(), 1):
         if not line.strip():
             continue
         try:
             item = json.loads(line)
-            entries.append((str(item["request"]), str(item["subject_hash"]), item.get("key")))
-        except (ValueError, KeyError) as exc:
-            raise GdprError(f"{path} line {n} is not a ledger entry ({exc}); repair or remove that line") from None
+            request, subject_hash, key = item["request"], item["subject_hash"], item.get("key")
+            if not (isinstance(request, str) and isinstance(subject_hash, str) and isinstance(key, str | None)) \
+                    or len(subject_hash) > 64 or (key is not None and len(key) > 64):
+                raise ValueError("request, subject_hash and key must be text, a hash and key id at most 64 long")
+        except (ValueError, KeyError, TypeError) as exc:  # UnicodeDecodeError is a ValueError
+            raise GdprError(f"{path} line {n} is not a ledger entry ({str(exc)[:200]}); repair or remove that "
+                            "line") from None
+        entries.append((request, subject_hash, key))
     return entries

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from timber_tasks.gdpr import audit
-from timber_tasks.gdpr.archive import ArchiveKey, EncryptingWriter
+from timber_tasks.gdpr.archive import ArchiveKey, EncryptingWriter, partial_file
 from timber_tasks.gdpr.stores import open_stores
 from timber_tasks.gdpr.stores.base import Progress
 from timber_tasks.gdpr.subject import OutputExistsError, Subject
@@ -110,9 +110,7 @@ def export_subject(timber: Any, user_id: str, out: Path | str, *, force: bool = 
     if target.exists() and not force:
         raise OutputExistsError(str(target))
     subject = Subject.of(timber, user_id)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    partial = Path(partial_name)
+    fd, partial = partial_file(target)
     try:
         with os.fdopen(fd, "wb") as raw:
             writer: Any = EncryptingWriter(raw, archive_key) if archive_key is not None else raw

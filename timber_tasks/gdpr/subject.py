@@ -15,6 +15,7 @@ from timber_tasks.errors import ConfigError, TimberError
 
 # HKDF purpose of the subject-hash keys (from TIMBER_GDPR_SUBJECT_KEY and from each Fernet key).
 SUBJECT_HASH_PURPOSE = b"timber-gdpr-subject"
+ID_CHARS = r"A-Za-z0-9_.\-"  # what user ids are made of (uuids, slugs, numbers): no word boundary inside
 ERASED_MARK = "erased-"  # anonymized text starts with this, so verify can tell it from personal data
 
 
@@ -31,17 +32,18 @@ class OutputExistsError(GdprError, FileExistsError):
 
 
 class SubjectHasher:
-    """HMAC-SHA256 of subject ids. The key that writes: TIMBER_GDPR_SUBJECT_KEY when set (it is never
-    rotated), else one derived from the newest Fernet key. Every other key still matches, so hashes
+    """HMAC-SHA256 of subject ids. The key that writes: the first of TIMBER_GDPR_SUBJECT_KEY when set (not
+    rotated with the Fernet keys), else one derived from the newest Fernet key. Every other key still matches, so hashes
     written before a rotation or before the subject key was set are found. Each key has an id,
     kept beside the hashes in the erasure ledger, so a replay can tell a hash no key matches."""
 
-    def __init__(self, keyring: Any, subject_key: str | None = None) -> None:
-        if keyring is None and not subject_key:
+    def __init__(self, keyring: Any, subject_keys: tuple[str, ...] = ()) -> None:
+        if keyring is None and not subject_keys:
             raise ConfigError("GDPR records keep subjects only as keyed hashes, under TIMBER_GDPR_SUBJECT_KEY "
                               "or a key derived from TIMBER_ENCRYPTION_KEYS: set one "
                               "(`timber-tasks keys generate` makes a key)")
-        labelled = [("TIMBER_GDPR_SUBJECT_KEY", _derive(subject_key.encode("utf-8")))] if subject_key else []
+        labelled = [(f"TIMBER_GDPR_SUBJECT_KEY #{n}", _derive(k.encode("utf-8")))
+                    for n, k in enumerate(subject_keys, 1)]
         fernet = keyring.derived_keys(SUBJECT_HASH_PURPOSE) if keyring is not None else []
         labelled += [(f"TIMBER_ENCRYPTION_KEYS #{n}", k) for n, k in enumerate(fernet, 1)]
         self._labelled = labelled
@@ -50,7 +52,7 @@ class SubjectHasher:
     @classmethod
     def of(cls, timber: Any) -> SubjectHasher:
         secret = getattr(timber.settings, "gdpr_subject_key", None)
-        return cls(timber.keyring, secret.get_secret_value() if secret is not None else None)
+        return cls(timber.keyring, subject_keys(secret.get_secret_value()) if secret is not None else ())
 
     def hash(self, value: Any) -> str:
         """The hash written now (the writing key)."""
@@ -78,6 +80,11 @@ class SubjectHasher:
         return hmac.new(key, str(value).encode("utf-8"), hashlib.sha256).hexdigest()
 
 
+def subject_keys(value: str) -> tuple[str, ...]:
+    """TIMBER_GDPR_SUBJECT_KEY: comma-separated, the one that writes first (a changed key keeps the old second)."""
+    return tuple(k for k in (part.strip() for part in value.split(",")) if k)
+
+
 def _derive(secret: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=SUBJECT_HASH_PURPOSE).derive(secret)
 
@@ -101,8 +108,8 @@ class Subject:
 
     @classmethod
     def of(cls, timber: Any, user_id: Any) -> Subject:
-        text = str(user_id).strip()
-        if not text:
+        text = str(user_id)  # exactly as stored: " u2" and "u2" are two people
+        if not text.strip():
             raise GdprError("the user id is empty: give the id the apps store in each model's user_id_field")
         keys = set()
         for model in timber.registry.with_feature("gdpr"):
@@ -136,4 +143,6 @@ class Subject:
         """Whether free text (an error message, a caller's idempotency key) names the subject's id as a word."""
         if not text:
             return False
-        return re.search(rf"(?<![A-Za-z0-9]){re.escape(self.user_id)}(?![A-Za-z0-9])", str(text)) is not None
+        # An id is a whole word only between characters ids are not made of: "u1" is not in
+        # "u1-2", "order-u1.csv" or "u1_b" (those may name other people).
+        return re.search(rf"(?<![{ID_CHARS}]){re.escape(self.user_id)}(?![{ID_CHARS}])", str(text)) is not None
