@@ -50,8 +50,7 @@ def rotate(
                   f"{resealed} stored job payload(s) re-sealed")
     # A keyed hash cannot be re-keyed without the id it hides: an old key with ledger entries must stay.
     labelled = hasher.labelled_ids()
-    keep = [(label, key_id, ledger[key_id]) for label, key_id in labelled
-            if key_id in ledger and label.startswith("TIMBER_ENCRYPTION_KEYS") and label != "TIMBER_ENCRYPTION_KEYS #1"]
+    keep = [(label, key_id, ledger[key_id]) for label, key_id in hasher.older_fernet_ids() if key_id in ledger]
     for label, key_id, n in keep:
         console.print(f"[yellow]keep {label}[/yellow] (key id {key_id}), as the last of TIMBER_ENCRYPTION_KEYS: "
                       f"{n} erasure ledger {'entry is' if n == 1 else 'entries are'} hashed under it, and "
@@ -61,7 +60,7 @@ def rotate(
         console.print(f"[red]put back the key with id {key_id}[/red]: {n} erasure ledger "
                       f"{'entry is' if n == 1 else 'entries are'} hashed under a key no longer configured "
                       "(`timber-tasks gdpr keys` lists them)")
-    if keep and not labelled[0][0].startswith("TIMBER_GDPR_SUBJECT_KEY"):
+    if keep and not hasher.uses_subject_key:
         console.print("set TIMBER_GDPR_SUBJECT_KEY (a key never rotated) so later erasures do not tie up a Fernet key")
     if not keep:
         console.print("old keys may now be removed from TIMBER_ENCRYPTION_KEYS")

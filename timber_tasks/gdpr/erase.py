@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,15 +80,16 @@ def run_erasure(timber: Any, request_id: str, *, on_step: StepDone | None = None
         record = session.get(ErasureRecord, request_id)
         assert record is not None
         record.status, record.completed_at, record.counts = "completed", utcnow(), counts
-        record.subject_hash, record.hash_key = subject.hash, SubjectHasher.of(timber).key_id  # a rotation may
-        # have come between the request and this run: the entry is kept under the key that writes now
+        key_id = SubjectHasher.of(timber).key_id
+        record.subject_hash, record.hash_key = subject.hash, key_id  # a rotation may have come between the
+        # request and this run: the entry is kept under the key that writes now
         record.sealed_subject = None  # from here on the ledger holds only the keyed hash
         # Earlier requests for the same subject that never finished are satisfied by this run.
         session.execute(update(ErasureRecord).where(
             ErasureRecord.subject_hash == subject.hash, ErasureRecord.status != "completed",
             ErasureRecord.id != request_id).values(status="completed", completed_at=utcnow(), sealed_subject=None,
                                                    counts={"completed_by": request_id}))
-    _append_to_ledger_file(timber, request_id, subject.hash, SubjectHasher.of(timber).key_id)
+    _append_to_ledger_file(timber, request_id, subject.hash, key_id)
     audit.record(timber, action, subject.hash, requested_by, counts)
     return ErasureReport(request_id, subject.hash, counts)
 
@@ -156,10 +158,7 @@ def ledger_key_counts(timber: Any) -> dict[str | None, int]:
     Each key with entries must stay configured, or `replay_ledger` cannot match those entries:
     set beside `SubjectHasher.labelled_ids()` it says which keys may go after a rotation.
     """
-    counts: dict[str | None, int] = {}
-    for _, key in _ledger_entries(timber).values():
-        counts[key] = counts.get(key, 0) + 1
-    return counts
+    return dict(Counter(key for _, key in _ledger_entries(timber).values()))
 
 
 def _ledger_entries(timber: Any) -> dict[str, tuple[str, str | None]]:
@@ -175,10 +174,7 @@ def _ledger_entries(timber: Any) -> dict[str, tuple[str, str | None]]:
 
 
 def _refuse_unmatchable(timber: Any, hasher: SubjectHasher, entries: Iterable[tuple[str, str | None]]) -> None:
-    lost: dict[str, int] = {}
-    for _, key in entries:
-        if key is not None and key not in hasher.key_ids:
-            lost[key] = lost.get(key, 0) + 1
+    lost = Counter(key for _, key in entries if key is not None and key not in hasher.key_ids)
     if lost:
         named = ", ".join(f"{n} under key {k}" for k, n in sorted(lost.items()))
         have = ", ".join(f"{label} {key_id}" for label, key_id in hasher.labelled_ids())

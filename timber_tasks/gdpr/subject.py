@@ -48,6 +48,8 @@ class SubjectHasher:
         labelled += [(f"TIMBER_ENCRYPTION_KEYS #{n}", k) for n, k in enumerate(fernet, 1)]
         self._labelled = labelled
         self._keys = [k for _, k in labelled]
+        self.uses_subject_key = bool(subject_keys)
+        self._first_fernet = len(subject_keys)  # subject keys first, then the Fernet ring, newest first
 
     @classmethod
     def of(cls, timber: Any) -> SubjectHasher:
@@ -70,6 +72,10 @@ class SubjectHasher:
     @property
     def key_ids(self) -> set[str]:
         return {_key_id(k) for k in self._keys}
+
+    def older_fernet_ids(self) -> list[tuple[str, str]]:
+        """(label, id) of the Fernet-derived keys after the newest: the ones a rotation would drop."""
+        return self.labelled_ids()[self._first_fernet + 1:]
 
     def labelled_ids(self) -> list[tuple[str, str]]:
         """(where the key comes from, its id), the writing key first: how an operator maps ids to keys."""
