@@ -7,6 +7,7 @@ this run wrote are deleted afterwards.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import statistics
@@ -115,13 +116,20 @@ def bench_encryption(timber: Any) -> None:
     t_fernet = best_of(lambda: [fernet.decrypt(fernet.encrypt(FIELD.encode())) for _ in range(N_ROWS)], 9)
     t_type = best_of(lambda: [column_type.process_result_value(column_type.process_bind_param(FIELD, None), None)
                               for _ in range(N_ROWS)], 9)
-    # Plain and encrypted runs alternate, so load from other processes hits both alike.
+    # Plain and encrypted runs alternate, so load from other processes hits both alike. Each run starts
+    # from a collected heap with the collector paused (as timeit does): otherwise a full collection
+    # lands in whichever run crosses its threshold, which depends on how many objects the process holds.
     runs: dict[str, list[float]] = {"pw": [], "sw": [], "pr": [], "sr": []}
     for _ in range(9):
         for name, fn in (("pw", write(Plain)), ("sw", write(Secret)), ("pr", read(Plain)), ("sr", read(Secret))):
-            started = time.perf_counter()
-            fn()
-            runs[name].append(time.perf_counter() - started)
+            gc.collect()
+            gc.disable()
+            try:
+                started = time.perf_counter()
+                fn()
+                runs[name].append(time.perf_counter() - started)
+            finally:
+                gc.enable()
     t_pw, t_sw, t_pr, t_sr = (statistics.median(runs[k]) for k in ("pw", "sw", "pr", "sr"))
     per = 1e6 / N_ROWS
     report(f"rows with one 64-byte field, {N_ROWS} per transaction (per row, median of 9)", [
