@@ -5,8 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ["cli_start", "model_loading", "features", "persistence_jobs", "embedded_broker", "market_data",
-              "embeddings", "gdpr"]
+from bench import BENCHMARKS
 
 for name in sys.argv[1:] or BENCHMARKS:
     importlib.import_module(f"bench.{name}").main()

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-ROUNDS = 7
+ROUNDS = int(os.environ.get("BENCH_CLI_ROUNDS", "7"))
 COMMANDS: list[tuple[str, list[str]]] = [
     ("python -c pass", ["-c", "pass"]),
     ("timber-tasks --help", ["-m", "timber_tasks.cli", "--help"]),

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
@@ -28,6 +29,16 @@ def scratch_postgres() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def empty_beat_schedule(folder: Path) -> str:
+    """A beat file with no entries: a benchmark's workers run no relay or warming beside the figures.
+
+    The file must exist: a TIMBER_BEAT_SCHEDULE that names a missing file stops the platform at start.
+    """
+    path = folder / "no-beat-entries.yaml"
+    path.write_text("entries: {}\n", encoding="utf-8")
+    return str(path)
 
 
 def best_of(fn: Callable[[], Any], repeat: int = 5) -> float:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.common import report
+from bench.common import empty_beat_schedule, report
 
 ROOT = Path(__file__).resolve().parent.parent
 JOBS = int(os.environ.get("BENCH_EMBEDDED_JOBS", "500"))
@@ -187,7 +187,7 @@ def main() -> None:
     from cryptography.fernet import Fernet
 
     tmp = Path(tempfile.mkdtemp(prefix="timber-bench-embedded-"))
-    os.environ.update({"TIMBER_DATA_DIR": str(tmp), "TIMBER_BEAT_SCHEDULE": str(tmp / "none.yaml"),
+    os.environ.update({"TIMBER_DATA_DIR": str(tmp), "TIMBER_BEAT_SCHEDULE": empty_beat_schedule(tmp),
                        "TIMBER_ENCRYPTION_KEYS": os.environ.get("TIMBER_ENCRYPTION_KEYS")
                        or Fernet.generate_key().decode()})
     for name in ("DATABASE_URL", "BROKER_URL", "RESULT_BACKEND_URL"):

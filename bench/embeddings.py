@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from bench.common import report
+from bench.common import empty_beat_schedule, report
 
 ROOT = Path(__file__).resolve().parent.parent
 SENTENCES = int(os.environ.get("BENCH_SENTENCES", "2000"))
@@ -128,7 +128,7 @@ def bench_jobs(tmp: Path, texts: list[str]) -> None:
     """Embedded platform: rows written in one transaction, the hook's jobs drained by a real worker."""
     from cryptography.fernet import Fernet
 
-    env = {"TIMBER_DATA_DIR": str(tmp / "var"), "TIMBER_BEAT_SCHEDULE": str(tmp / "none.yaml"),
+    env = {"TIMBER_DATA_DIR": str(tmp / "var"), "TIMBER_BEAT_SCHEDULE": empty_beat_schedule(tmp),
            "TIMBER_MODEL_CONFIG_DIRS": str(ROOT / "model_configs"),
            "TIMBER_ENCRYPTION_KEYS": os.environ.get("TIMBER_ENCRYPTION_KEYS") or Fernet.generate_key().decode()}
     os.environ.update(env)

@@ -22,7 +22,7 @@ import redis
 from celery.result import ResultSet
 from sqlalchemy import insert
 
-from bench.common import report, scratch_postgres
+from bench.common import empty_beat_schedule, report, scratch_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/3")
@@ -64,7 +64,7 @@ def _run(database_url: str) -> None:
     from cryptography.fernet import Fernet
 
     env = {"DATABASE_URL": database_url, "BROKER_URL": REDIS_URL, "RESULT_BACKEND_URL": REDIS_URL,
-           "TIMBER_DATA_DIR": str(tmp), "TIMBER_BEAT_SCHEDULE": str(tmp / "none.yaml"),
+           "TIMBER_DATA_DIR": str(tmp), "TIMBER_BEAT_SCHEDULE": empty_beat_schedule(tmp),
            "TIMBER_ENCRYPTION_KEYS": os.environ.get("TIMBER_ENCRYPTION_KEYS") or Fernet.generate_key().decode()}
     os.environ.update(env)
     with redis.Redis.from_url(REDIS_URL) as client:
