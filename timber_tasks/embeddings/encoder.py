@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,7 +73,7 @@ class Encoder:
     @property
     def key(self) -> str:
         """What a stored vector was made with: part of every point's content hash."""
-        return f"{self.name}{'#int8' if self.int8 else ''}"
+        return f"{self.name}{'#int8-smooth' if self.int8 else ''}"  # another int8 method: another key
 
     @property
     def model(self) -> Any:
@@ -84,7 +83,11 @@ class Encoder:
 
             transformers_logging.disable_progress_bar()  # a "Loading weights" bar on every command's stderr
             loaded = SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
-            self._model = quantized(loaded) if self.int8 else loaded
+            if self.int8:
+                from timber_tasks.embeddings.int8 import quantize
+
+                loaded = quantize(loaded)
+            self._model = loaded
         return self._model
 
     @property
@@ -110,21 +113,6 @@ class Encoder:
         lengths = self.model.tokenizer([texts[i] for i in long], add_special_tokens=True, truncation=False,
                                        return_length=True, verbose=False)["length"]
         return [i for i, n in zip(long, lengths, strict=True) if n > limit]
-
-
-def quantized(model: Any) -> Any:
-    """Dynamic int8 quantization of the Linear layers (weights int8 per output channel, activations per batch).
-
-    Per-channel weights: on bench/embeddings.py's corpus they keep recall@10 at 0.84 against fp32
-    where one scale per tensor gives 0.78, at the same speed.
-    """
-    import torch
-
-    per_channel = torch.ao.quantization.per_channel_dynamic_qconfig
-    with warnings.catch_warnings():  # torch.ao's eager API is deprecated for torchao, still the CPU fast path
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear: per_channel}, dtype=torch.qint8)
 
 
 def get_encoder(name: str | None = None, *, int8: bool = False, model: str | None = None,
