@@ -56,20 +56,10 @@ DOC_MODULES = ("os", "json", "collections", "asyncio", "datetime", "pathlib", "s
 
 
 def docstring_sentences(n: int) -> list[str]:
-    import importlib
-    import inspect
-    import re
-
-    from timber_tasks.embeddings.int8 import CALIBRATION_MODULES
+    from timber_tasks.embeddings.int8 import CALIBRATION_MODULES, docstring_sentences
 
     assert not set(DOC_MODULES) & set(CALIBRATION_MODULES)
-    found: dict[str, None] = {}
-    for name in DOC_MODULES:
-        for _, member in inspect.getmembers(importlib.import_module(name)):
-            for sentence in re.split(r"(?<=[.!?])\s+", (inspect.getdoc(member) or "").replace("\n", " ")):
-                if 30 <= len(sentence) <= 200:
-                    found.setdefault(sentence)
-    return list(found)[:n]
+    return docstring_sentences(DOC_MODULES)[:n]
 
 
 def _recall_at_10(a: Any, b: Any) -> float:

@@ -21,6 +21,7 @@ import importlib
 import inspect
 import re
 import warnings
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -78,14 +79,19 @@ def quantize(model: Any) -> Any:
 
 @cache
 def calibration_sentences() -> tuple[str, ...]:
-    """Sentences of the standard library's docstrings: the same on every run of this Python."""
-    found: list[str] = []
-    for name in CALIBRATION_MODULES:
+    """The calibration text: the same on every run of this Python."""
+    return tuple(docstring_sentences(CALIBRATION_MODULES)[:CALIBRATION_SENTENCES])
+
+
+def docstring_sentences(modules: Sequence[str]) -> list[str]:
+    """The distinct sentences of 30 to 200 characters in the docstrings of these modules' members, in order."""
+    found: dict[str, None] = {}
+    for name in modules:
         for _, member in inspect.getmembers(importlib.import_module(name)):
             for sentence in re.split(r"(?<=[.!?])\s+", (inspect.getdoc(member) or "").replace("\n", " ")):
-                if 30 <= len(sentence) <= 200 and sentence not in found:
-                    found.append(sentence)
-    return tuple(found[:CALIBRATION_SENTENCES])
+                if 30 <= len(sentence) <= 200:
+                    found.setdefault(sentence)
+    return list(found)
 
 
 @cache
