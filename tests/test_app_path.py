@@ -166,6 +166,8 @@ def test_a_process_whose_configuration_does_not_load_refuses_to_start(
     assert " ready." not in done.stdout + done.stderr
     expected = "TIMBER_ENCRYPTION_KEYS" if fault == "missing key" else "NoSuchType"
     assert f"{process} refuses to start" in done.stderr and expected in done.stderr, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr  # only with --debug / TIMBER_DEBUG
+    assert (done.stdout + done.stderr).count(f"{process} refuses to start") == 1, done.stderr  # said once
 
 
 @pytest.mark.parametrize("login", [None, "admin:", "admin:short", ":long-enough-secret", "no-colon-at-all"])

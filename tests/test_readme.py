@@ -22,6 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .conftest import ROOT
 from .platforms import free_port
 
@@ -52,7 +54,8 @@ def _background(line: str) -> str | None:
 
 def session_script(blocks: list[tuple[str, str]], venv: Path) -> str:
     """One bash session replaying the README; each snippet announces itself, so a failure names it."""
-    lines = ["set -euo pipefail", "pids=()", "trap 'kill -TERM ${pids[@]:-} 2>/dev/null; wait' EXIT",
+    # `|| true`: a command failing in the EXIT trap would become the session's exit code
+    lines = ["set -euo pipefail", "pids=()", "trap 'kill -TERM ${pids[@]:-} 2>/dev/null || true; wait' EXIT",
              "ready() { for _ in $(seq 1 900); do grep -q \"$2\" \"$1\" && return 0; sleep 0.1; done; "
              "echo \"not ready: $1\" >&2; cat \"$1\" >&2; return 1; }"]
     started: list[str] = []
@@ -81,6 +84,11 @@ def session_script(blocks: list[tuple[str, str]], venv: Path) -> str:
             body.append(line)
         if number == 1:  # after `make run` and the key: start the processes the rest needs
             body.append("__BACKGROUND__")
+    # A reader goes back to the main command after trying the rest: it must still work (the app
+    # snippet once took the demo user's name, and every later demo failed).
+    body += ["echo '=== make run again, after every snippet, with the processes above stopped' >&2",
+             "kill -TERM ${pids[@]:-} 2>/dev/null || true; wait || true; pids=()",
+             f"make -o {venv}/.installed run VENV={venv}"]
     script = "\n".join(lines + body)
     return script.replace("__BACKGROUND__", "\n".join(started) or ":")
 
@@ -94,6 +102,7 @@ def test_the_readme_has_the_snippets_this_test_replays() -> None:
         assert prefix in text, f"{prefix!r} is no longer in the README: update BACKGROUND"
 
 
+@pytest.mark.timeout(600)
 def test_every_readme_snippet_runs_as_written_on_the_embedded_default_twice(tmp_path: Path) -> None:
     for name in PROJECT_FILES:
         (tmp_path / name).symlink_to(ROOT / name)
@@ -108,7 +117,7 @@ def test_every_readme_snippet_runs_as_written_on_the_embedded_default_twice(tmp_
     proc = subprocess.Popen(["bash", str(tmp_path / "readme-session.sh")], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        out, err = proc.communicate(timeout=280)
+        out, err = proc.communicate(timeout=540)
     finally:
         with contextlib.suppress(ProcessLookupError):  # whatever the session left behind
             os.killpg(proc.pid, signal.SIGKILL)

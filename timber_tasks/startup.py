@@ -25,7 +25,7 @@ MIN_PASSWORD = 8  # Flower's basic auth: an empty or trivially short password is
 
 
 def exit_unless_loaded(process: str, load: Callable[[], Any]) -> Any:
-    """Run load(); on a failure print the reason (one line; the traceback goes to the log) and exit 1.
+    """Run load(); on a failure print the reason (one line; a traceback with TIMBER_DEBUG) and exit 1.
 
     A server that is briefly away (the database restarting) is no configuration error: that is
     retried for START_WAIT seconds before the process gives up.
@@ -54,10 +54,13 @@ def _passing(exc: BaseException | None) -> bool:
 
 
 def _refuse(process: str, exc: Exception) -> NoReturn:
+    from timber_tasks.cli.common import debugging
     from timber_tasks.cli.failures import explain
 
     message = explain(exc) or f"{type(exc).__name__}: {exc}"
-    log.critical("%s refuses to start: %s", process, message, exc_info=True)
+    if debugging():  # the traceback only when asked for, as every command does
+        log.critical("%s refuses to start: %s", process, message, exc_info=True)
+    # Said once, on stderr: Celery's log is often that same terminal.
     print(f"error: {process} refuses to start: {message}", file=sys.stderr, flush=True)
     os._exit(1)  # not SystemExit: Celery's start-up code would catch and log it, then go on
 

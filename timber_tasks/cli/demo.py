@@ -88,10 +88,11 @@ def demo(database_url: DatabaseUrl = None, dirs: ConfigDirs = None, app_name: Ap
         _show_state(timber)
         with _step("the GDPR export and erasure", worker):  # last: erases the sample user the jobs above wrote
             gdpr.demo_step(app, timber, worker.wait_until)
-        unfinished = [key for key, _, state, _ in rows if key != EXPECTED_FAILURE and "done" not in state]
-        if unfinished:
-            err_console.print(f"[red]error:[/red] job(s) {', '.join(unfinished)} did not finish; "
-                              f"see {worker.log}", highlight=False)
+        failed = [f"{key} ({result})" for key, _, state, result in rows
+                  if key != EXPECTED_FAILURE and "done" not in state]
+        if failed:  # every job finished (wait_until saw to that); these failed, and are in the dead-letter table
+            err_console.print(f"[red]error:[/red] sample job(s) failed: {'; '.join(failed)}; "
+                              f"see `timber-tasks dlq list` and {worker.log}", highlight=False)
             raise typer.Exit(1)
     finally:
         _stop(processes)
@@ -133,8 +134,9 @@ def _stop(processes: list[subprocess.Popen[bytes]], grace: float = 60) -> None:
 
 
 SAMPLE_JOBS: list[tuple[str, str, str, Any]] = [
-    ("demo-user", "User", "create", {"id": "demo-user", "email": "ada@example.com", "username": "ada"}),
-    ("demo-user", "User", "create", {"id": "demo-user", "email": "ada@example.com", "username": "ada"}),
+    # Not the README's Ada: a reader who ran the app snippet still gets a clean demo.
+    ("demo-user", "User", "create", {"id": "demo-user", "email": "demo-user@example.com", "username": "demo_user"}),
+    ("demo-user", "User", "create", {"id": "demo-user", "email": "demo-user@example.com", "username": "demo_user"}),
     ("demo-canopy-session", "Session", "create",
      {"id": "demo-canopy", "user_id": "demo-user", "session_type": "trading", "data": {"strategy": "momentum"}}),
     ("demo-grove-session", "Session", "create",
