@@ -122,15 +122,17 @@ def bench_encode(texts: list[str]) -> None:
     path = resolve_model_path(DEFAULT_MODEL)
     fp32, int8 = Encoder(DEFAULT_MODEL, path), Encoder(DEFAULT_MODEL, path, int8=True)
     fp32.encode(texts[:64]), int8.encode(texts[:64])  # warm-up
-    rows = []
-    for threads in (2, 1):
-        torch.set_num_threads(threads)
-        rows.append((f"fp32 encode, batch 128, torch threads {threads}",
-                     _rate(lambda: fp32.encode(texts, 128), len(texts), 1), "texts/s"))
-        rows.append((f"int8 encode, batch 128, torch threads {threads}",
-                     _rate(lambda: int8.encode(texts, 128), len(texts), 1), "texts/s"))
+    rates: dict[str, list[float]] = {}
+    for _ in range(ROUNDS):  # fp32 and int8 interleaved, medians: one slow pass moves neither figure
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            for label, encoder in (("fp32", fp32), ("int8", int8)):
+                rates.setdefault(f"{label} encode, batch 128, torch threads {threads}", []).append(
+                    _rate(lambda e=encoder: e.encode(texts, 128), len(texts), 1))
     torch.set_num_threads(2)
-    report(f"encode {len(texts)} generated sentences, all-MiniLM-L6-v2", rows, baseline=rows[0][0])
+    rows = [(name, statistics.median(values), "texts/s") for name, values in rates.items()]
+    report(f"encode {len(texts)} generated sentences, all-MiniLM-L6-v2, median of {ROUNDS}", rows,
+           baseline=rows[0][0])
     docs = docstring_sentences(len(texts) * 3 // 2)
     for label, corpus in ((f"{len(texts)} generated sentences", texts), (f"{len(docs)} stdlib docstrings", docs)):
         a, b = fp32.encode(corpus, 128), int8.encode(corpus, 128)
