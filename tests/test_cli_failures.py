@@ -82,3 +82,12 @@ def test_a_bare_postgresql_result_backend_url_uses_the_shipped_driver() -> None:
     settings = Settings.load(result_backend_url="db+postgresql://postgres@127.0.0.1/x")
     assert settings.resolved_result_backend_url == "db+postgresql+psycopg2://postgres@127.0.0.1/x"
     assert Settings.load(result_backend_url="redis://h/1").resolved_result_backend_url == "redis://h/1"
+
+
+def test_a_worker_that_dies_of_an_error_exits_non_zero_as_celery_does(tmp_path: Path) -> None:
+    """`timber-tasks worker` used to exit 0 after Celery's "Unrecoverable error": no supervisor restarted it."""
+    (tmp_path / "workers").symlink_to(Path(SHIPPED).parent / "workers")
+    env = {"RESULT_BACKEND_URL": "garbage", "TIMBER_MODEL_CONFIG_DIRS": SHIPPED,
+           "TIMBER_DATA_DIR": str(tmp_path / "var"), "TIMBER_WORKERS_DIR": str(tmp_path / "workers")}
+    result = run("worker", "--pool", "persistence", cwd=tmp_path, env=env)
+    assert result.returncode == 1 and "garbage" in result.stdout + result.stderr, result.stderr[-2000:]

@@ -82,3 +82,23 @@ def test_a_process_that_ignores_sigterm_is_killed_and_the_demo_says_so(capsys: p
     stubborn.stdout.close()
     assert caught.value.exit_code == 1 and stubborn.poll() == -signal.SIGKILL and polite.poll() == -signal.SIGTERM
     assert "beat did not stop within 1 s of SIGTERM and was killed" in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_a_terminated_demo_stops_its_worker_and_beat(tmp_path: Path) -> None:
+    env = {**os.environ, "TIMBER_MODEL_CONFIG_DIRS": SHIPPED, "TIMBER_DATA_DIR": str(tmp_path / "var"),
+           "COLUMNS": "200"}
+    demo = subprocess.Popen([sys.executable, "-m", "timber_tasks.cli", "demo"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        children = wait_for(lambda: (child_pid(demo.pid, "worker"), child_pid(demo.pid, "beat"))
+                            if all((child_pid(demo.pid, "worker"), child_pid(demo.pid, "beat"))) else None,
+                            120, "the demo's worker and beat")
+        demo.send_signal(signal.SIGTERM)
+        _, stderr = demo.communicate(timeout=120)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    assert demo.returncode != 0 and "the demo was terminated" in stderr, stderr
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], pid

@@ -145,6 +145,43 @@ def test_empty_and_garbled_files_go_to_corrupt_with_a_logged_error_and_the_worke
     assert worker.poll() is None and "Unrecoverable error" not in log
 
 
+@pytest.mark.parametrize("platform", ["embedded"], indirect=True)
+def test_links_pipes_long_names_wrong_shapes_and_bad_queue_limits_never_stop_the_worker(platform: Platform) -> None:
+    """A breaker's files: each used to kill the worker (or freeze it) again on every restart."""
+    broker = Path(platform.env["TIMBER_DATA_DIR"]) / "broker"
+    queue = broker / "queues" / "persistence"
+    queue.mkdir(parents=True, exist_ok=True)
+    long_name = "00000000000000000001." + "a" * 226 + ".msg"  # no room left for the corrupt/ prefix
+    (queue / long_name).write_text("x")
+    os.mkfifo(queue / "00000000000000000002.fifo.msg")  # opening it for reading would block
+    (queue / "00000000000000000003.zero.msg").symlink_to("/dev/zero")  # reading it never ends
+    shapes = [{"body": None, "headers": {}, "properties": {"delivery_tag": "t1"}},
+              {"body": "x", "headers": "task", "properties": {"delivery_tag": "t2"}},
+              {"body": 5, "headers": {"task": PERSIST, "id": "e1"}, "properties": {"delivery_tag": "t3"}},
+              {"body": "x", "headers": {"task": ["x"], "id": "e2"}, "properties": {"delivery_tag": "t4"}},
+              ["not", "an", "object"]]
+    for n, shape in enumerate(shapes, start=4):
+        (queue / f"0000000000000000000{n}.shape.msg").write_text(json.dumps(shape))
+    (queue / ".meta.json").write_text("[]")  # the sweep reads every queue's limits
+    (broker / "queues" / "gdpr").mkdir(exist_ok=True)
+    (broker / "queues" / "gdpr" / ".meta.json").write_text('{"message_ttl": "ten"}')
+    worker = platform.start_worker()
+    result = platform.task(PERSIST).delay("TrackedEvent", "create", {"app_name": "grove", "event_type": "after"})
+    assert result.get(timeout=60)["count"] == 1
+    time.sleep(6)  # one sweep of the queues' limits (every 5 s) has run
+    log = platform.log_of(worker)
+    assert worker.poll() is None and "Unrecoverable error" not in log, log[-3000:]
+    corrupt = [p.name for p in (broker / "corrupt").iterdir()]
+    assert len(corrupt) == 3 + len(shapes), corrupt
+    assert any(name.startswith("persistence.00000000000000000001.aaa") and "~" in name for name in corrupt)
+    assert "00000000000000000002.fifo.msg in queue 'persistence' is not a message (it is not a regular file)" in log
+    assert "00000000000000000003.zero.msg in queue 'persistence' is not a message" in log
+    assert "its body is not a string" in log and "its headers are not an object" in log
+    assert "its task header is not a string" in log and "it is not a JSON object" in log
+    assert "is not a table of queue limits in seconds; ignored" in log
+    assert not [p for p in (broker / "processing").rglob("*.msg")]
+
+
 def test_an_ack_deletes_the_claim_a_requeue_puts_it_back_first_and_a_garbled_table_is_set_aside(
     tmp_path: Path,
 ) -> None:

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import logging
 import os
+import stat
 import time
 import uuid
 from collections import deque
@@ -51,8 +53,57 @@ def _listdir(folder: Path) -> list[str]:
         return []
 
 
+def _limits(folder: Path) -> dict[str, float]:
+    """A queue's `message_ttl` / `expires` from its meta file; a file that is not such a table is named, not obeyed."""
+    try:
+        raw = json.loads((folder / META).read_bytes())
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    except (ValueError, RecursionError, OSError) as exc:
+        raw = exc
+    if not isinstance(raw, dict) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in raw.values()):
+        logger.error("embedded broker: %s is not a table of queue limits in seconds; ignored", folder / META)
+        return {}
+    return {k: float(v) for k, v in raw.items() if k in ("message_ttl", "expires")}
+
+
 def _valid_name(name: str) -> bool:
     return bool(name) and "/" not in name and "\0" not in name and not name.startswith(".")
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """A file's bytes; a link, pipe or device named like a message is refused, never opened or followed."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO would block
+    with os.fdopen(fd, "rb") as file:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise TypeError("it is not a regular file")
+        return file.read()
+
+
+def _check_shape(payload: Any) -> None:
+    """What kombu and Celery take from a message without checking it: anything else would stop the worker."""
+    if not isinstance(payload, dict):
+        raise TypeError("it is not a JSON object")
+    for part in ("headers", "properties"):
+        if not isinstance(payload.get(part, {}), dict):
+            raise TypeError(f"its {part} are not an object")
+    if not isinstance(payload["properties"]["delivery_tag"], str):
+        raise TypeError("its delivery tag is not a string")
+    if not isinstance(payload.get("body"), str):
+        raise TypeError("its body is not a string")
+    for name, value in [(f"{key} header", payload.get("headers", {}).get(key)) for key in ("task", "id")] + [
+            (key, payload.get(key)) for key in ("content-type", "content-encoding")]:
+        if value is not None and not isinstance(value, str):  # kombu itself writes None for some
+            raise TypeError(f"its {name} is not a string")
+
+
+def _short_name(name: str, suffix: str, limit: int = 240) -> str:
+    """name + suffix within a file name's length limit (255 bytes): a long name is cut, with its hash kept."""
+    if len((name + suffix).encode()) <= limit:
+        return name + suffix
+    digest = hashlib.sha256(name.encode(errors="surrogateescape")).hexdigest()[:16]
+    return name.encode()[:120].decode(errors="ignore") + f"~{digest}" + suffix
 
 
 class Channel(virtual.Channel):
@@ -140,15 +191,14 @@ class Channel(virtual.Channel):
     def _read(self, claimed: Path, queue: str) -> Any:
         """The message in a claimed file, or None after moving a bad file to corrupt/."""
         try:
-            payload = json.loads(claimed.read_bytes())
-            if not isinstance(payload["properties"]["delivery_tag"], str):
-                raise TypeError("its delivery tag is not a string")
+            payload = json.loads(_read_regular_file(claimed))
+            _check_shape(payload)
             return payload
-        # Anything else here is a file no producer of ours wrote: nested past Python's limit, a folder
-        # named like a message, a tag that is no string. None of it may stop the consumer.
+        # Anything else here is a file no producer of ours wrote: nested past Python's limit, a folder,
+        # pipe or link named like a message, a message of the wrong shape. None of it may stop the consumer.
         except (ValueError, KeyError, TypeError, RecursionError, OSError) as exc:
             self.corrupt_folder.mkdir(exist_ok=True)
-            target = self.corrupt_folder / f"{queue}.{claimed.name}.{time.time_ns()}"
+            target = self.corrupt_folder / _short_name(f"{queue}.{claimed.name}", f".{time.time_ns()}")
             os.replace(claimed, target)
             logger.error("embedded broker: %s in queue %r is not a message (%s); moved to %s",
                          claimed.name, queue, type(exc).__name__ if isinstance(exc, RecursionError) else
@@ -209,9 +259,8 @@ class Channel(virtual.Channel):
         """Drop messages older than their queue's `message_ttl`; delete queues `expires` says are gone."""
         for queue in _listdir(self.queues_folder):
             folder = self.queues_folder / queue
-            try:
-                limits = json.loads((folder / META).read_text())
-            except (FileNotFoundError, NotADirectoryError, ValueError):
+            limits = _limits(folder)
+            if not limits:
                 continue
             now_ns = time.time_ns()
             names = _listdir(folder)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -66,6 +67,8 @@ def demo(database_url: DatabaseUrl = None, dirs: ConfigDirs = None, app_name: Ap
     from timber_tasks.celery_app import QUEUES, app
     from timber_tasks.market_data.providers.base import PROVIDER_ENV
 
+    # A `kill` of the demo stops its worker and beat too (Python's default SIGTERM skips `finally`).
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     logs = Path(settings.data_dir).resolve()
     # Beat's market-data entries read the SAMPLE files, never the network, while the demo runs.
     os.environ.setdefault(PROVIDER_ENV, "file")
@@ -155,6 +158,11 @@ def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "celery", "-A", "timber_tasks", *argv, "-l", "INFO"],
                                 stdout=out, stderr=subprocess.STDOUT)
+
+
+def _stop_on_sigterm(signum: int, frame: Any) -> None:
+    err_console.print("[red]error:[/red] the demo was terminated (SIGTERM); stopping its worker and beat")
+    raise SystemExit(128 + signum)
 
 
 def _run_sample_jobs(app: Any, worker: WatchedWorker) -> list[tuple[str, str, str, str]]:

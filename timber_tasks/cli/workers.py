@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
 
 from timber_tasks.cli.common import reported_errors
@@ -23,14 +24,14 @@ def worker(
     with reported_errors():
         config = pools.find_pool(settings_of(app).workers_dir, pool)
         check_app_config(app, [config.time_limit] if config.time_limit else [])
-    app.worker_main(config.worker_argv(loglevel))
+    _run(app, config.worker_argv(loglevel))
 
 
 def beat(loglevel: LogLevel = "INFO") -> None:
     """Start beat with the entries of beat_schedule.yaml (RedBeat's lock when Redis is the broker)."""
     with reported_errors():
         from timber_tasks.celery_app import app
-    app.start(["beat", "-l", loglevel])
+    _run(app, ["beat", "-l", loglevel])
 
 
 def flower(
@@ -48,4 +49,22 @@ def flower(
 
         load_for_flower()
     os.environ.setdefault("FLOWER_UNAUTHENTICATED_API", "false")
-    app.start(["flower", f"--port={port}", f"--address={address}", f"--basic-auth={basic_auth}"])
+    _run(app, ["flower", f"--port={port}", f"--address={address}", f"--basic-auth={basic_auth}"])
+
+
+def _run(app: Any, argv: list[str]) -> None:
+    """Run a Celery command; its exit status is ours (a worker that died of an error exits 1, as `celery` does).
+
+    Not `app.start`/`worker_main`: they drop the status the command exits with, so a crashed worker said 0.
+    """
+    from celery.bin.celery import celery as celery_command
+
+    celery_command.params[0].default = app  # the --app option, as Celery.start sets it
+    try:
+        code = celery_command.main(args=argv, prog_name="celery", standalone_mode=False)
+    except click.exceptions.Exit as exit_:
+        code = exit_.exit_code
+    finally:
+        celery_command.params[0].default = None
+    if code:
+        raise typer.Exit(code)
