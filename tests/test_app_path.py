@@ -70,6 +70,20 @@ def test_a_job_acts_for_the_app_that_sent_it(platform: Platform) -> None:
     assert [tuple(r) for r in rows] == [("canopy-1", "trading", "active"), ("grove-1", "research", "active")]
 
 
+def test_an_app_s_longest_idempotency_key_fits_the_record_and_its_job_still_runs_once(platform: Platform) -> None:
+    """The app's name goes before its key: a 200-character key used to overflow the column on PostgreSQL."""
+    platform.start_worker()
+    persist = platform.task(PERSIST)
+    runtime.initialize_timber(app_name="canopy", create_tables=False)
+    key = "k" * 200  # the longest delay() takes
+    event = {"app_name": "canopy", "event_type": "long-key"}
+    first = persist.delay("TrackedEvent", "create", event, idempotency_key=key).get(timeout=30)
+    again = persist.delay("TrackedEvent", "create", event, idempotency_key=key).get(timeout=30)
+    assert again == first and first["count"] == 1
+    with platform.timber.db.session_scope() as session:
+        assert session.execute(text("SELECT count(*) FROM tracked_events WHERE event_type = 'long-key'")).scalar() == 1
+
+
 def test_on_postgresql_a_canopy_job_writes_under_the_canopy_role(platform: Platform) -> None:
     if platform.name == "embedded":
         pytest.skip("roles and row-level security are PostgreSQL's")

@@ -7,6 +7,7 @@ and the first run's stored result is returned instead.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 from timber_tasks.errors import ValidationError
 from timber_tasks.features import isolation
 from timber_tasks.features.writes import PREPARED, prepare_rows
-from timber_tasks.jobs import outbox
+from timber_tasks.jobs import outbox, payloads
 from timber_tasks.jobs.tables import JobRecord
 from timber_tasks.models.defaults import utcnow
 from timber_tasks.models.records import jsonable_value, to_jsonable, validate_record
@@ -38,6 +39,14 @@ class RecordNotFoundError(ValidationError, LookupError):
 
     def __str__(self) -> str:
         return f"{self.model}: {self.message}"
+
+
+def scoped_key(app: str, key: str) -> str:
+    """An app's idempotency key in the one key column: `app:key`, or `app:sha256:<hash>` where that would not fit."""
+    scoped = f"{app}:{key}"
+    if len(scoped) <= payloads.MAX_KEY_LENGTH:
+        return scoped
+    return f"{app}:sha256:{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 
 def persist(
@@ -63,7 +72,7 @@ def persist(
     rows = _validated(model, operation, records)
     _check_scopes(app, model, rows)
     if app != isolation.PLATFORM_APP:  # two apps may pick the same key: each has its own
-        idempotency_key = f"{app}:{idempotency_key}"
+        idempotency_key = scoped_key(app, idempotency_key)
     try:
         with timber.db.session_scope() as session:
             if operation != "create":
