@@ -399,6 +399,13 @@ def test_hostile_command_line_arguments_fail_with_a_message_and_no_traceback(tmp
 
 
 # -- raw messages no worker may die of --------------------------------------------------------
+def _nested(levels: int) -> Any:
+    value: Any = "x"
+    for _ in range(levels):
+        value = {"a": value}
+    return {"app_name": "grove", "event_type": "deep", "properties": value}
+
+
 def _raw(task_id: str, *, task: str | None = PERSIST, body: str | None = None, body_encoding: str = "utf-8",
          content_type: str = "application/x-timber-json") -> dict[str, Any]:
     headers: dict[str, Any] = {"lang": "py", "id": task_id, "root_id": task_id, "parent_id": None, "group": None,
@@ -420,6 +427,8 @@ RAW_MESSAGES = {
     "no task header": {"task": None},
     "unknown task": {"task": "timber.no_such_task"},
     "body of the wrong shape": {"body": sealing.seal(json.dumps({"args": 1}))},
+    # decodes, but the worker cannot pickle it to its pool: the slot froze and the next job never ran
+    "body nested 500 deep": {"body": sealing.seal(json.dumps([["TrackedEvent", "create", _nested(500)], {}, {}]))},
 }
 
 

@@ -76,9 +76,29 @@ def _encode(obj: Any) -> str:
     return seal(kombu_dumps(obj))
 
 
+# delay() refuses payloads nested past 32 levels (payloads.MAX_DEPTH) and Celery's envelope adds a few. A raw
+# message nested far deeper decodes, but the worker cannot pickle it to its pool: it froze a pool slot for good.
+MAX_MESSAGE_DEPTH = 64
+
+
 def _decode(data: str | bytes) -> Any:
     text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
-    return kombu_loads(unseal(text))
+    value = kombu_loads(unseal(text))
+    if _deeper_than(value, MAX_MESSAGE_DEPTH):
+        raise DecodeError(f"a {SERIALIZER} payload nested deeper than {MAX_MESSAGE_DEPTH} levels")
+    return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and objects nest past `limit` levels (iterative: a deep value must not recurse here)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > limit:
+                return True
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return False
 
 
 def reseal_stored(db: Any, metadata: Any) -> int:
