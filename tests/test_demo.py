@@ -32,11 +32,15 @@ def child_pid(parent: int, word: str) -> int | None:
     return None
 
 
-def test_the_demo_exits_non_zero_at_once_saying_its_worker_died_with_the_log_s_last_lines(tmp_path: Path) -> None:
+def start_demo(tmp_path: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "TIMBER_MODEL_CONFIG_DIRS": SHIPPED, "TIMBER_DATA_DIR": str(tmp_path / "var"),
            "COLUMNS": "200"}
-    demo = subprocess.Popen([sys.executable, "-m", "timber_tasks.cli", "demo"], cwd=tmp_path, env=env,
+    return subprocess.Popen([sys.executable, "-m", "timber_tasks.cli", "demo"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_the_demo_exits_non_zero_at_once_saying_its_worker_died_with_the_log_s_last_lines(tmp_path: Path) -> None:
+    demo = start_demo(tmp_path)
     try:
         worker = wait_for(lambda: child_pid(demo.pid, "worker") or demo.poll() is not None, 120, "the demo's worker")
         assert demo.poll() is None, demo.communicate()
@@ -85,10 +89,7 @@ def test_a_process_that_ignores_sigterm_is_killed_and_the_demo_says_so(capsys: p
 
 
 def test_a_terminated_demo_stops_its_worker_and_beat(tmp_path: Path) -> None:
-    env = {**os.environ, "TIMBER_MODEL_CONFIG_DIRS": SHIPPED, "TIMBER_DATA_DIR": str(tmp_path / "var"),
-           "COLUMNS": "200"}
-    demo = subprocess.Popen([sys.executable, "-m", "timber_tasks.cli", "demo"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    demo = start_demo(tmp_path)
     try:
         children = wait_for(lambda: (child_pid(demo.pid, "worker"), child_pid(demo.pid, "beat"))
                             if all((child_pid(demo.pid, "worker"), child_pid(demo.pid, "beat"))) else None,
