@@ -22,8 +22,8 @@ from bench.common import empty_beat_schedule, report
 
 ROOT = Path(__file__).resolve().parent.parent
 SENTENCES = int(os.environ.get("BENCH_SENTENCES", "2000"))
-# Rows per transaction: an unchanged re-run costs a fixed job round trip (broker, shard open, result,
-# ~0.2 s) plus ~45 us a row, against ~10 ms a row to embed; at 1,000 rows the fixed part is 2-3%.
+# Rows per transaction: an unchanged re-run costs a fixed job round trip (broker, result) plus
+# microseconds a row, against ~3 ms a row to embed; the figure printed splits the two.
 JOB_ROWS = int(os.environ.get("BENCH_JOB_ROWS", "4000"))
 POINTS = int(os.environ.get("BENCH_POINTS", "5000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
@@ -160,7 +160,7 @@ def _embedding_jobs_waiting(timber: Any) -> int:
             OutboxMessage.task_name.like("timber.embeddings.%"))) or 0)
 
 
-def bench_jobs(tmp: Path, texts: list[str]) -> None:
+def bench_jobs(tmp: Path) -> None:
     """Embedded platform: rows written in one transaction, the hook's jobs drained by a real worker."""
     from cryptography.fernet import Fernet
 
@@ -182,7 +182,7 @@ def bench_jobs(tmp: Path, texts: list[str]) -> None:
         session.add(User(id="bench", email="bench@example.com", username="bench"))
     import torch
 
-    rows = texts[:JOB_ROWS]
+    rows = sentences(JOB_ROWS)
     encoder = get_encoder()
     encoder.encode(rows[:BATCH])
     store = vector_store(timber.settings)
@@ -244,7 +244,7 @@ def main() -> None:
         texts = sentences(SENTENCES)
         bench_stores(tmp)
         bench_encode(texts)
-        bench_jobs(tmp, texts)
+        bench_jobs(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,9 +11,10 @@ import pytest
 
 from timber_tasks import initialize_timber
 from timber_tasks.embeddings.encoder import DEFAULT_MODEL, get_encoder, resolve_model_path
-from timber_tasks.embeddings.indexing import EmbeddingError, Indexer, point_id
+from timber_tasks.embeddings.indexing import POINT_NAMESPACE, EmbeddingError, Indexer, point_id
 from timber_tasks.errors import ConfigError, ModelConfigError
 from timber_tasks.stores.vectors import VectorStore, VectorStoreError
+from timber_tasks.stores.vectors.embedded import POINTS, EmbeddedStore
 
 from .conftest import ROOT
 from .embedding_helpers import BACKENDS, NOTES, add_notes, add_users, make_store
@@ -55,6 +57,22 @@ def test_rows_are_embedded_once_and_a_repeat_skips_unchanged_content(timber: Any
     assert payload["pk"] == "r-oil" and payload["user_id"] == "u1" and payload["app"] == "shared"
     assert payload["symbol"] == "XOM" and payload["analysis_type"] == "fundamental"
     assert "summary" not in payload and "crude" not in str(payload).lower()  # ids and metadata, not content
+
+
+def test_point_ids_are_uuid5_of_model_and_key() -> None:
+    for pk in ("r-oil", 42, "é✓", "x" * 300):
+        assert point_id("StockResearchSession", pk) == str(uuid.uuid5(POINT_NAMESPACE, f"StockResearchSession:{pk}"))
+
+
+def test_an_embedded_store_that_lost_its_point_list_re_embeds_nothing(timber: Any, tmp_path: Path) -> None:
+    add_notes(timber)
+    store = make_store("embedded", tmp_path)
+    index = Indexer(timber, "StockResearchSession", store)
+    index.embed_ids(list(NOTES))
+    assert isinstance(store, EmbeddedStore)
+    (store.folder / "stock_research_sessions" / POINTS).unlink()  # as a collection made before the list existed
+    again = index.embed_ids(list(NOTES))
+    assert (again["embedded"], again["unchanged"], again["payload_only"]) == (0, 4, 0)
 
 
 def test_an_update_re_embeds_a_metadata_change_keeps_the_vector_and_a_delete_removes(

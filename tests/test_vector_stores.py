@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from timber_tasks.settings import Settings
-from timber_tasks.stores.vectors import VectorPoint, VectorStore, VectorStoreError, open_vector_store
-from timber_tasks.stores.vectors.embedded import EmbeddedStore
+from timber_tasks.stores.vectors import (
+    FINGERPRINT_KEY,
+    SOURCE_KEY,
+    Marks,
+    VectorPoint,
+    VectorStore,
+    VectorStoreError,
+    open_vector_store,
+)
+from timber_tasks.stores.vectors.embedded import POINTS, EmbeddedStore
 from timber_tasks.stores.vectors.qdrant import QdrantStore
 
 # Local mode ignores payload indexes (a server builds them) and says so once.
@@ -91,6 +101,56 @@ def test_scroll_pages_through_more_points_than_a_page(store: VectorStore) -> Non
     store.upsert("many", [VectorPoint(pid(n), [1, n / 2000], {"user_id": f"u{n % 2}"}) for n in range(1300)])
     assert sum(1 for _ in store.scroll("many", {"user_id": "u1"})) == 650
     assert store.count("many") == 1300
+
+
+def marked(n: int, fingerprint: str, vector: list[Any] | None = None) -> VectorPoint:
+    return VectorPoint(pid(n), vector or [1, 0, 0], {"pk": str(n), FINGERPRINT_KEY: fingerprint, SOURCE_KEY: f"s{n}"})
+
+
+def test_marks_say_what_each_point_was_written_from_through_every_write(store: VectorStore) -> None:
+    store.ensure_collection("notes", 3)
+    store.upsert("notes", [marked(1, "a"), marked(2, "b"), VectorPoint(pid(3), [0, 1, 0], {"pk": "3"})])
+    assert store.marks("notes", [pid(1), pid(2), pid(3), pid(9)]) == {
+        pid(1): Marks("a", "s1"), pid(2): Marks("b", "s2"), pid(3): Marks(None, None)}  # 9: no such point
+    store.upsert("notes", [marked(1, "a2"), VectorPoint(pid(2), [0, 1, 0], {"pk": "2"})])  # rewritten without
+    assert store.marks("notes", [pid(1), pid(2)]) == {pid(1): Marks("a2", "s1"), pid(2): Marks(None, None)}
+    store.delete("notes", [pid(1)])
+    store.upsert("notes", [marked(4, "d"), marked(5, "e")])
+    assert store.delete_where("notes", {"pk": "4"}) == 1
+    assert store.marks("notes", [pid(n) for n in (1, 4, 5)]) == {pid(5): Marks("e", "s5")}
+    store.upsert("notes", [marked(n, f"f{n}") for n in range(10, 1210)])  # more ids than one query takes
+    assert store.marks("notes", [pid(n) for n in range(10, 1210)]) == {
+        pid(n): Marks(f"f{n}", f"s{n}") for n in range(10, 1210)}
+    store.drop_collection("notes")
+    store.ensure_collection("notes", 3)
+    assert store.marks("notes", [pid(5), pid(10)]) == {}  # a collection made anew holds none
+    with pytest.raises(VectorStoreError, match=r"'nowhere': no such collection"):
+        store.marks("nowhere", [pid(1)])
+
+
+def test_an_embedded_write_that_fails_half_way_leaves_its_points_unlisted_never_stale(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path / "edge")
+    store.ensure_collection("notes", 3)
+    store.upsert("notes", [marked(1, "old"), marked(2, "kept")])
+    with pytest.raises(ValueError, match="could not convert"):  # fails inside the shard write, after the forget
+        store.upsert("notes", [marked(1, "new", ["not a number", 0, 0])])
+    assert store.marks("notes", [pid(1), pid(2)]) == {pid(2): Marks("kept", "s2")}  # 1: written again next time
+
+
+def test_an_embedded_point_list_lost_or_unreadable_is_rebuilt_from_the_shard(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = EmbeddedStore(tmp_path / "edge")
+    store.ensure_collection("notes", 3)
+    store.upsert("notes", [marked(1, "a"), VectorPoint(pid(2), [0, 1, 0], {"pk": "2"})])
+    listed = tmp_path / "edge" / "notes" / POINTS
+    expected = {pid(1): Marks("a", "s1"), pid(2): Marks(None, None)}
+    listed.unlink()  # as a collection made before the list existed
+    assert store.marks("notes", [pid(1), pid(2), pid(3)]) == expected
+    listed.write_bytes(b"not a database" * 100)
+    with caplog.at_level(logging.ERROR):
+        assert store.marks("notes", [pid(1), pid(2), pid(3)]) == expected
+    assert f"notes: point list {listed} is unreadable" in caplog.text
+    assert store.count("notes") == 2  # the points are untouched
 
 
 def _write_from_another_process(folder: str, start: int) -> None:

@@ -3,7 +3,9 @@
 A point's id is uuid5(model, primary key), so a retried or redelivered job rewrites the same
 point and never adds one. Its payload holds a hash of the embedding model and the content:
 a row whose content is unchanged is not encoded again (a metadata-only change re-uses the stored
-vector). The payload never holds the content itself, only ids and the YAML's metadata fields.
+vector). A fingerprint of the whole payload (that hash included) lets a job find the points it
+would write unchanged by reading one value each, so a re-run costs microseconds a row. The payload
+never holds the content itself, only ids and the YAML's metadata fields.
 """
 
 from __future__ import annotations
@@ -21,10 +23,19 @@ from sqlalchemy import inspect as sa_inspect
 from timber_tasks.embeddings.encoder import Encoder, get_encoder, set_threads
 from timber_tasks.errors import ModelConfigError, ModelScopedError
 from timber_tasks.features import isolation
-from timber_tasks.stores.vectors import APP_KEY, USER_KEY, VectorPoint, VectorStore, vector_store
+from timber_tasks.stores.vectors import (
+    APP_KEY,
+    FINGERPRINT_KEY,
+    SOURCE_KEY,
+    USER_KEY,
+    VectorPoint,
+    VectorStore,
+    vector_store,
+)
 
 POINT_NAMESPACE = uuid.UUID("6f1c2a4e-0d7b-5c39-9a8e-7b1d3c5e9f20")  # fixed forever: ids must not move
-PK_KEY, MODEL_KEY, HASH_KEY = "pk", "model", "content_hash"
+_NAMESPACE_BYTES = POINT_NAMESPACE.bytes
+PK_KEY, MODEL_KEY, HASH_KEY = "pk", "model", SOURCE_KEY  # HASH_KEY: model and content, hashed
 SHARED_APP = "shared"  # payload app of a shared model's rows
 READ_CHUNK = 1000  # rows per database read (an IN list) and per store round in a reindex
 
@@ -56,7 +67,16 @@ class VectorModel:
 
 
 def point_id(model_name: str, pk: Any) -> str:
-    return str(uuid.uuid5(POINT_NAMESPACE, f"{model_name}:{pk}"))
+    """uuid5(POINT_NAMESPACE, "model:pk") as text, built directly: 3x faster than uuid.uuid5 and str()."""
+    raw = bytearray(hashlib.sha1(_NAMESPACE_BYTES + f"{model_name}:{pk}".encode()).digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50  # version 5
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
 def vector_model(timber: Any, name: str) -> VectorModel:
@@ -110,67 +130,75 @@ class Indexer:
         self.batch_size = timber.settings.embedding_batch_size
         set_threads(timber.settings.embedding_threads or None)
         self.store.ensure_collection(self.vm.collection, self.vm.encoder.dimension, self.vm.indexed_fields)
-
-    def payload(self, row: Any) -> dict[str, Any]:
-        vm = self.vm
-        payload: dict[str, Any] = {PK_KEY: _plain(getattr(row, vm.pk_key)), MODEL_KEY: vm.name,
-                                   USER_KEY: _plain(getattr(row, vm.user_field)) if vm.user_field else None,
-                                   APP_KEY: vm.app or self._scope_app(row)}
-        for name in vm.metadata_fields:
-            payload[name] = _plain(getattr(row, name, None))
-        return payload
+        vm, scope = self.vm, self.vm.model.timber_spec.spec.app_scope
+        # The columns a point needs, read as tuples by position (a re-run handles a row in microseconds).
+        self.names = list(dict.fromkeys([vm.pk_key, vm.content_field, *([vm.user_field] if vm.user_field else []),
+                                         *vm.metadata_fields, *([scope.column] if scope else [])]))
+        self.at = {name: i for i, name in enumerate(self.names)}
 
     def columns(self) -> Any:
-        """SELECT of the columns a point needs, not whole entities: a re-run reads 1000 rows in a few ms."""
-        vm = self.vm
-        scope = vm.model.timber_spec.spec.app_scope
-        names = dict.fromkeys([vm.pk_key, vm.content_field, *([vm.user_field] if vm.user_field else []),
-                               *vm.metadata_fields, *([scope.column] if scope else [])])
-        return select(*(getattr(vm.model, n) for n in names))
+        """SELECT of the columns a point needs (self.names, in order), not whole entities."""
+        return select(*(getattr(self.vm.model, n) for n in self.names))
+
+    def payload(self, row: Any) -> dict[str, Any]:
+        vm, at = self.vm, self.at
+        payload: dict[str, Any] = {PK_KEY: _plain(row[at[vm.pk_key]]), MODEL_KEY: vm.name,
+                                   USER_KEY: _plain(row[at[vm.user_field]]) if vm.user_field else None,
+                                   APP_KEY: vm.app or self._scope_app(row)}
+        for name in vm.metadata_fields:
+            payload[name] = _plain(row[at[name]])
+        return payload
 
     def _scope_app(self, row: Any) -> str:
         scope = self.vm.model.timber_spec.spec.app_scope
         if scope is not None:
-            value = getattr(row, scope.column, None)
+            value = row[self.at[scope.column]]
             for app, values in scope.values.items():
                 if value in values:
                     return str(app)
         return SHARED_APP
 
     def embed_rows(self, rows: list[Any]) -> dict[str, Any]:
-        """Embed these loaded rows (unchanged ones skipped); empty content removes a row's vector."""
+        """Embed these rows of columns() (unchanged ones skipped); empty content removes a row's vector."""
         vm, encoder = self.vm, self.vm.encoder
         result = new_result(vm)
         wanted: list[tuple[str, str, dict[str, Any]]] = []  # (point id, text, payload)
         empty: list[str] = []
+        pk_at, content_at = self.at[vm.pk_key], self.at[vm.content_field]
         for row in rows:
-            text = content_text(getattr(row, vm.content_field)).strip()
-            pid = vm.point_id(getattr(row, vm.pk_key))
+            text = content_text(row[content_at]).strip()
+            pid = vm.point_id(row[pk_at])
             if not text:
                 empty.append(pid)
-                result["empty"].append(_plain(getattr(row, vm.pk_key)))
+                result["empty"].append(_plain(row[pk_at]))
                 continue
             payload = self.payload(row)
-            payload[HASH_KEY] = hashlib.sha256(f"{encoder.key}\0{text}".encode()).hexdigest()[:32]
+            payload[HASH_KEY] = _digest(f"{encoder.key}\0{text}")
+            # Payload values are str, int, float, bool or None: their repr is exact and stable.
+            payload[FINGERPRINT_KEY] = _digest(repr(sorted(payload.items())))
             wanted.append((pid, text, payload))
         if empty:
             self.store.delete(vm.collection, empty)
-        existing = self.store.get(vm.collection, [w[0] for w in wanted]) if wanted else {}
+        marks = self.store.marks(vm.collection, [w[0] for w in wanted]) if wanted else {}
         to_encode, same_content = [], []
         for pid, text, payload in wanted:
-            old = existing.get(pid)
-            if old is not None and old.payload.get(HASH_KEY) == payload[HASH_KEY]:
-                if old.payload == payload:
-                    result["unchanged"] += 1
-                else:
-                    same_content.append((pid, payload))
+            stored = marks.get(pid)
+            if stored is not None and stored.fingerprint == payload[FINGERPRINT_KEY]:
+                result["unchanged"] += 1
+            elif stored is not None and stored.source == payload[HASH_KEY]:
+                same_content.append((pid, text, payload))
             else:
                 to_encode.append((pid, text, payload))
         points: list[VectorPoint] = []
         if same_content:  # metadata changed, content did not: keep the vector, rewrite the payload
-            vectors = self.store.get(vm.collection, [p for p, _ in same_content], with_vectors=True)
-            points.extend(VectorPoint(pid, vectors[pid].vector or [], payload) for pid, payload in same_content)
-            result["payload_only"] += len(same_content)
+            stored_points = self.store.get(vm.collection, [w[0] for w in same_content], with_vectors=True)
+            for pid, text, payload in same_content:
+                kept = stored_points.get(pid)
+                if kept is None or not kept.vector:  # removed meanwhile: embed it after all
+                    to_encode.append((pid, text, payload))
+                else:
+                    points.append(VectorPoint(pid, kept.vector, payload))
+                    result["payload_only"] += 1
         if to_encode:
             texts = [t for _, t, _ in to_encode]
             long = set(encoder.overlong(texts))
@@ -197,7 +225,7 @@ class Indexer:
             with self.timber.db.session_scope() as session:
                 rows.extend(session.execute(self.columns().where(column.in_(keys[start:start + READ_CHUNK]))))
         total = self.embed_rows(rows) if rows else new_result(self.vm)
-        found = {str(getattr(r, self.vm.pk_key)) for r in rows}
+        found = {str(r[self.at[self.vm.pk_key]]) for r in rows}
         gone = [k for k in keys if str(k) not in found]
         if gone:
             merge(total, self.remove_ids(gone))
@@ -219,7 +247,7 @@ class Indexer:
             count = session.scalar(select(func.count()).select_from(vm.model)) or 0
             done = 0
             for page in _pages(session.execute(self.columns().execution_options(yield_per=READ_CHUNK)), READ_CHUNK):
-                seen.update(vm.point_id(getattr(r, vm.pk_key)) for r in page)
+                seen.update(vm.point_id(r[self.at[vm.pk_key]]) for r in page)
                 merge(total, self.embed_rows(page))
                 done += len(page)
                 if on_progress:

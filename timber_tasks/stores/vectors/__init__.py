@@ -8,9 +8,12 @@ from typing import Any
 
 from timber_tasks.stores.vectors.base import (
     APP_KEY,
+    FINGERPRINT_KEY,
+    SOURCE_KEY,
     USER_KEY,
     FilterDict,
     Hit,
+    Marks,
     StoredPoint,
     VectorPoint,
     VectorStore,
@@ -53,5 +56,5 @@ def reset_vector_stores() -> None:
         _stores.clear()
 
 
-__all__ = ["APP_KEY", "USER_KEY", "FilterDict", "Hit", "StoredPoint", "VectorPoint", "VectorStore",
-           "VectorStoreError", "open_vector_store", "reset_vector_stores", "vector_store"]
+__all__ = ["APP_KEY", "FINGERPRINT_KEY", "SOURCE_KEY", "USER_KEY", "FilterDict", "Hit", "Marks", "StoredPoint",
+           "VectorPoint", "VectorStore", "VectorStoreError", "open_vector_store", "reset_vector_stores", "vector_store"]

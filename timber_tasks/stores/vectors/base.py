@@ -16,6 +16,11 @@ from timber_tasks.errors import TimberError
 
 USER_KEY = "user_id"
 APP_KEY = "app"
+# Two payload keys that marks() answers for many points at once, what a job compares to skip work:
+# a fingerprint of the whole payload (the point would be written the same) and of what the vector
+# was computed from (the vector can be kept).
+FINGERPRINT_KEY = "fingerprint"
+SOURCE_KEY = "content_hash"
 FilterDict = Mapping[str, Any]
 
 
@@ -44,6 +49,20 @@ class StoredPoint:
     id: str
     payload: dict[str, Any]
     vector: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class Marks:
+    """What a stored point was written from: its payload's FINGERPRINT_KEY and SOURCE_KEY (None when absent)."""
+
+    fingerprint: str | None
+    source: str | None
+
+    @classmethod
+    def of(cls, payload: Mapping[str, Any] | None) -> Marks:
+        payload = payload or {}
+        fingerprint, source = payload.get(FINGERPRINT_KEY), payload.get(SOURCE_KEY)
+        return cls(None if fingerprint is None else str(fingerprint), None if source is None else str(source))
 
 
 @dataclass(frozen=True)
@@ -104,6 +123,13 @@ class VectorStore(ABC):
     @abstractmethod
     def drop_collection(self, collection: str) -> None:
         """Remove a collection and its points (no error when missing)."""
+
+    def marks(self, collection: str, ids: Sequence[str]) -> dict[str, Marks]:
+        """The marks of the points among ids that exist, by id.
+
+        This default reads whole points; backends override it to read less.
+        """
+        return {pid: Marks.of(p.payload) for pid, p in self.get(collection, ids).items()}
 
     def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
         """Release files and connections."""

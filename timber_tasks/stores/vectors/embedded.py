@@ -9,22 +9,35 @@ An Edge shard may be open in one process at a time (its write-ahead log is locke
 worker's pool processes embed and an app searches: so every operation takes a host-wide
 lock on the collection, opens the shard, works, flushes and closes it. Opening costs about
 10 ms (no write-ahead log to replay); an embedding job reads once and writes once per batch.
+
+Loading a shard rebuilds its payload indexes (~50 ms at 4,000 points, growing with the points),
+too slow for a job that only asks which of its points exist and what they were written from. So
+each collection lists its points with their marks (base.Marks) in a SQLite file beside the shard,
+written under the same lock: a write forgets its ids before it touches the shard and lists them
+again after the shard is flushed. A crash in between leaves a point unlisted, never listed with
+stale marks, and an unlisted point is only written again. A list made before this file existed,
+or found unreadable, is rebuilt from the shard once.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import re
 import shutil
+import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
 from timber_tasks.stores.vectors.base import (
+    FINGERPRINT_KEY,
+    SOURCE_KEY,
     FilterDict,
     Hit,
+    Marks,
     StoredPoint,
     VectorPoint,
     VectorStore,
@@ -34,7 +47,11 @@ from timber_tasks.stores.vectors.base import (
 
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")  # a collection names a folder
 META = "collection.json"  # {"dim": ..., "indexed": [...]}: read without opening the shard
+POINTS = "points.sqlite3"  # the shard's point ids with their marks, read without opening the shard
 PAGE = 512
+ID_CHUNK = 500  # ids per SQL IN list (SQLite's variable limit is 32,766; smaller keeps statements short)
+
+log = logging.getLogger(__name__)
 
 
 class EmbeddedStore(VectorStore):
@@ -71,18 +88,56 @@ class EmbeddedStore(VectorStore):
 
     @contextmanager
     def _shard(self, collection: str, *, write: bool = False) -> Iterator[Any]:
+        with self._locked(collection) as folder, self._loaded(collection, folder, write=write) as shard:
+            yield shard
+
+    @contextmanager
+    def _loaded(self, collection: str, folder: Path, *, write: bool) -> Iterator[Any]:
+        """The shard of a collection whose lock the caller holds."""
         from qdrant_edge import EdgeShard
 
-        with self._locked(collection) as folder:
-            if not (folder / META).exists():
-                self.require(collection)
-            shard = EdgeShard.load(str(folder / "shard"))
-            try:
-                yield shard
-                if write:
-                    shard.flush()
-            finally:
-                shard.close()
+        if not (folder / META).exists():
+            self.require(collection)
+        shard = EdgeShard.load(str(folder / "shard"))
+        try:
+            yield shard
+            if write:
+                shard.flush()
+        finally:
+            shard.close()
+
+    def _listed(self, folder: Path) -> sqlite3.Connection:
+        """The collection's point list (its lock held); an unreadable one is only a copy: started anew."""
+        path = folder / POINTS
+        try:
+            return _open_list(path)
+        except sqlite3.DatabaseError as exc:
+            log.error("vector collection %s: point list %s is unreadable (%s); rebuilding it from the shard",
+                      folder.name, path, exc)
+            path.unlink()
+            return _open_list(path)
+
+    @staticmethod
+    def _forget(listed: sqlite3.Connection, ids: Sequence[str]) -> None:
+        with listed:  # one transaction, committed (durable) before the shard is touched
+            listed.executemany("DELETE FROM points WHERE id = ?", [(i,) for i in ids])
+
+    def _rebuild(self, collection: str, folder: Path, listed: sqlite3.Connection) -> None:
+        from qdrant_edge import PayloadSelector, ScrollRequest
+
+        with self._loaded(collection, folder, write=False) as shard, listed:
+            listed.execute("DELETE FROM points")
+            offset = None
+            while True:
+                records, offset = shard.scroll(ScrollRequest(
+                    offset=offset, limit=PAGE, with_payload=PayloadSelector.Include([FINGERPRINT_KEY, SOURCE_KEY]),
+                    with_vector=False))
+                marks = [(str(r.id), Marks.of(r.payload)) for r in records]
+                listed.executemany("INSERT INTO points VALUES (?, ?, ?)", [
+                    (pid, m.fingerprint, m.source) for pid, m in marks])
+                if offset is None:
+                    break
+            listed.execute("INSERT OR REPLACE INTO state VALUES ('complete', 1)")
 
     def collections(self) -> list[str]:
         return sorted(p.parent.name for p in self.folder.glob(f"*/{META}"))
@@ -108,6 +163,8 @@ class EmbeddedStore(VectorStore):
                 shard.flush()
             finally:
                 shard.close()
+            with closing(self._listed(folder)) as listed, listed:  # an empty shard, listed whole
+                listed.execute("INSERT INTO state VALUES ('complete', 1)")
             (folder / f"{META}.tmp").write_text(json.dumps({"dim": dim, "indexed": sorted(indexed_fields)}))
             (folder / f"{META}.tmp").rename(folder / META)  # last: its presence means the shard is whole
 
@@ -131,8 +188,6 @@ class EmbeddedStore(VectorStore):
             shard.update(UpdateOperation.create_field_index(name, PayloadSchemaType.Keyword))
 
     def upsert(self, collection: str, points: Sequence[VectorPoint]) -> None:
-        from qdrant_edge import Point, UpdateOperation
-
         dim = self.dimension(collection)
         if dim is None:
             self.require(collection)
@@ -142,19 +197,53 @@ class EmbeddedStore(VectorStore):
                                        collection=collection)
         if not points:
             return
-        with self._shard(collection, write=True) as shard:
-            for start in range(0, len(points), PAGE):
-                shard.update(UpdateOperation.upsert_points([
-                    Point(p.id, [float(x) for x in p.vector], dict(p.payload))
-                    for p in points[start:start + PAGE]]))
+        with self._locked(collection) as folder:
+            if not (folder / META).exists():
+                self.require(collection)  # dropped meanwhile: says so
+            self._write_points(collection, folder, points)
+
+    def _write_points(self, collection: str, folder: Path, points: Sequence[VectorPoint]) -> None:
+        from qdrant_edge import Point, UpdateOperation
+
+        with closing(self._listed(folder)) as listed:
+            self._forget(listed, [p.id for p in points])
+            with self._loaded(collection, folder, write=True) as shard:
+                for start in range(0, len(points), PAGE):
+                    shard.update(UpdateOperation.upsert_points([
+                        Point(p.id, [float(x) for x in p.vector], dict(p.payload))
+                        for p in points[start:start + PAGE]]))
+            with listed:  # after the flush: the list names only what the shard holds
+                marks = [(p.id, Marks.of(p.payload)) for p in points]
+                listed.executemany("INSERT OR REPLACE INTO points VALUES (?, ?, ?)", [
+                    (pid, m.fingerprint, m.source) for pid, m in marks])
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         from qdrant_edge import UpdateOperation
 
         if not ids or self.dimension(collection) is None:
             return
-        with self._shard(collection, write=True) as shard:
-            shard.update(UpdateOperation.delete_points(list(ids)))
+        with self._locked(collection) as folder:
+            if not (folder / META).exists():
+                return  # dropped meanwhile
+            with closing(self._listed(folder)) as listed:
+                self._forget(listed, ids)
+                with self._loaded(collection, folder, write=True) as shard:
+                    shard.update(UpdateOperation.delete_points(list(ids)))
+
+    def marks(self, collection: str, ids: Sequence[str]) -> dict[str, Marks]:
+        found: dict[str, Marks] = {}
+        with self._locked(collection) as folder:
+            if not (folder / META).exists():
+                self.require(collection)
+            with closing(self._listed(folder)) as listed:
+                if listed.execute("SELECT 1 FROM state WHERE key = 'complete'").fetchone() is None:
+                    self._rebuild(collection, folder, listed)
+                for start in range(0, len(ids), ID_CHUNK):
+                    chunk = list(ids[start:start + ID_CHUNK])
+                    rows = listed.execute("SELECT id, fingerprint, source FROM points WHERE id IN "
+                                          f"({','.join('?' * len(chunk))})", chunk)
+                    found.update((pid, Marks(fingerprint, source)) for pid, fingerprint, source in rows)
+        return found
 
     def get(self, collection: str, ids: Sequence[str], *, with_vectors: bool = False) -> dict[str, StoredPoint]:
         if not ids:
@@ -210,3 +299,15 @@ class EmbeddedStore(VectorStore):
             return None
         return Filter(must=[FieldCondition(key, match=MatchValue(values[0]) if len(values) == 1
                                            else MatchAny(values)) for key, values in items])
+
+
+def _open_list(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path)
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS points (id TEXT PRIMARY KEY, fingerprint TEXT, source TEXT)")
+        db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value)")  # 'complete': lists every point
+    except sqlite3.DatabaseError:
+        db.close()
+        raise
+    return db
+

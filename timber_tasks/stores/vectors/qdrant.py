@@ -6,8 +6,11 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from timber_tasks.stores.vectors.base import (
+    FINGERPRINT_KEY,
+    SOURCE_KEY,
     FilterDict,
     Hit,
+    Marks,
     StoredPoint,
     VectorPoint,
     VectorStore,
@@ -80,6 +83,15 @@ class QdrantStore(VectorStore):
                                                with_vectors=with_vectors):
                 found[str(record.id)] = StoredPoint(str(record.id), dict(record.payload or {}),
                                                     list(record.vector) if with_vectors else None)
+        return found
+
+    def marks(self, collection: str, ids: Sequence[str]) -> dict[str, Marks]:
+        self.require(collection)
+        found: dict[str, Marks] = {}
+        for start in range(0, len(ids), PAGE):  # only the two payload keys travel
+            for record in self.client.retrieve(collection, list(ids[start:start + PAGE]),
+                                               with_payload=[FINGERPRINT_KEY, SOURCE_KEY], with_vectors=False):
+                found[str(record.id)] = Marks.of(record.payload)
         return found
 
     def search(self, collection: str, vector: Sequence[float], filter_dict: FilterDict | None = None,
