@@ -3,9 +3,10 @@
 A point's id is uuid5(model, primary key), so a retried or redelivered job rewrites the same
 point and never adds one. Its payload holds a hash of the embedding model and the content:
 a row whose content is unchanged is not encoded again (a metadata-only change re-uses the stored
-vector). A fingerprint of the whole payload (that hash included) lets a job find the points it
-would write unchanged by reading one value each, so a re-run costs microseconds a row. The payload
-never holds the content itself, only ids and the YAML's metadata fields.
+vector). A fingerprint of everything a point is made of (the row's columns and the model's
+settings) lets a job find the rows it would write unchanged before building anything, reading one
+value per point from the store, so a re-run costs microseconds a row. The payload never holds the
+content itself, only ids and the YAML's metadata fields.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ _NAMESPACE_BYTES = POINT_NAMESPACE.bytes
 PK_KEY, MODEL_KEY, HASH_KEY = "pk", "model", SOURCE_KEY  # HASH_KEY: model and content, hashed
 SHARED_APP = "shared"  # payload app of a shared model's rows
 READ_CHUNK = 1000  # rows per database read (an IN list) and per store round in a reindex
+POINT_FORMAT = 1  # part of every fingerprint: a change to how points are built raises it, so all are rewritten
 
 
 class EmbeddingError(ModelScopedError):
@@ -135,6 +137,14 @@ class Indexer:
         self.names = list(dict.fromkeys([vm.pk_key, vm.content_field, *([vm.user_field] if vm.user_field else []),
                                          *vm.metadata_fields, *([scope.column] if scope else [])]))
         self.at = {name: i for i, name in enumerate(self.names)}
+        # Everything besides a row's columns that its point is made of: a change here changes every fingerprint.
+        self.salt = repr((POINT_FORMAT, vm.encoder.key, vm.name, vm.app, self.names, vm.metadata_fields,
+                          sorted((app, sorted(map(str, values))) for app, values in scope.values.items())
+                          if scope else None))
+
+    def fingerprint(self, row: Any) -> str:
+        """Of the row's columns (str, numbers, dates, JSON: their repr is exact) and the salt."""
+        return _digest(f"{self.salt}\0{tuple(row)!r}")
 
     def columns(self) -> Any:
         """SELECT of the columns a point needs (self.names, in order), not whole entities."""
@@ -162,33 +172,30 @@ class Indexer:
         """Embed these rows of columns() (unchanged ones skipped); empty content removes a row's vector."""
         vm, encoder = self.vm, self.vm.encoder
         result = new_result(vm)
-        wanted: list[tuple[str, str, dict[str, Any]]] = []  # (point id, text, payload)
-        empty: list[str] = []
         pk_at, content_at = self.at[vm.pk_key], self.at[vm.content_field]
-        for row in rows:
+        keyed = [(vm.point_id(row[pk_at]), row, self.fingerprint(row)) for row in rows]
+        marks = self.store.marks(vm.collection, [pid for pid, _, _ in keyed]) if keyed else {}
+        empty: list[str] = []
+        to_encode, same_content = [], []  # (point id, text, payload)
+        for pid, row, fingerprint in keyed:
+            stored = marks.get(pid)
+            if stored is not None and stored.fingerprint == fingerprint:
+                result["unchanged"] += 1
+                continue
             text = content_text(row[content_at]).strip()
-            pid = vm.point_id(row[pk_at])
             if not text:
                 empty.append(pid)
                 result["empty"].append(_plain(row[pk_at]))
                 continue
             payload = self.payload(row)
             payload[HASH_KEY] = _digest(f"{encoder.key}\0{text}")
-            # Payload values are str, int, float, bool or None: their repr is exact and stable.
-            payload[FINGERPRINT_KEY] = _digest(repr(sorted(payload.items())))
-            wanted.append((pid, text, payload))
-        if empty:
-            self.store.delete(vm.collection, empty)
-        marks = self.store.marks(vm.collection, [w[0] for w in wanted]) if wanted else {}
-        to_encode, same_content = [], []
-        for pid, text, payload in wanted:
-            stored = marks.get(pid)
-            if stored is not None and stored.fingerprint == payload[FINGERPRINT_KEY]:
-                result["unchanged"] += 1
-            elif stored is not None and stored.source == payload[HASH_KEY]:
+            payload[FINGERPRINT_KEY] = fingerprint
+            if stored is not None and stored.source == payload[HASH_KEY]:
                 same_content.append((pid, text, payload))
             else:
                 to_encode.append((pid, text, payload))
+        if empty:
+            self.store.delete(vm.collection, empty)
         points: list[VectorPoint] = []
         if same_content:  # metadata changed, content did not: keep the vector, rewrite the payload
             stored_points = self.store.get(vm.collection, [w[0] for w in same_content], with_vectors=True)

@@ -7,8 +7,9 @@ engine (payload indexes, HNSW); local mode keeps points in Python lists and igno
 
 An Edge shard may be open in one process at a time (its write-ahead log is locked), while a
 worker's pool processes embed and an app searches: so every operation takes a host-wide
-lock on the collection, opens the shard, works, flushes and closes it. Opening costs about
-10 ms (no write-ahead log to replay); an embedding job reads once and writes once per batch.
+lock on the collection, opens the shard, works, flushes and closes it (no write-ahead log to
+replay); an embedding job opens it once to write, and a second time only to keep vectors whose
+content did not change.
 
 Loading a shard rebuilds its payload indexes (~50 ms at 4,000 points, growing with the points),
 too slow for a job that only asks which of its points exist and what they were written from. So
