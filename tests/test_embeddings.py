@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,6 +74,24 @@ def test_an_embedded_store_that_lost_its_point_list_re_embeds_nothing(timber: An
     (store.folder / "stock_research_sessions" / POINTS).unlink()  # as a collection made before the list existed
     again = index.embed_ids(list(NOTES))
     assert (again["embedded"], again["unchanged"], again["payload_only"]) == (0, 4, 0)
+
+
+def test_a_reindex_mends_an_embedded_point_list_out_of_step_with_a_restored_shard(timber: Any, tmp_path: Path) -> None:
+    add_notes(timber, notes={"r-oil": NOTES["r-oil"]})
+    store = make_store("embedded", tmp_path)
+    assert isinstance(store, EmbeddedStore)
+    index = Indexer(timber, "StockResearchSession", store)
+    index.embed_ids(["r-oil"])
+    shard = store.folder / "stock_research_sessions" / "shard"
+    shutil.copytree(shard, tmp_path / "backup")  # a backup of the shard alone
+    add_notes(timber, notes={"r-cars": NOTES["r-cars"]})
+    index.embed_ids(["r-cars"])
+    shutil.rmtree(shard)
+    shutil.copytree(tmp_path / "backup", shard)  # restored: r-cars' point is gone, the list still names it
+    assert store.count("stock_research_sessions") == 1
+    result = index.sync()
+    assert (result["embedded"], result["unchanged"]) == (1, 1) and store.count("stock_research_sessions") == 2
+    assert index.embed_ids(["r-oil", "r-cars"])["unchanged"] == 2  # and the list agrees again
 
 
 def test_an_update_re_embeds_a_metadata_change_keeps_the_vector_and_a_delete_removes(

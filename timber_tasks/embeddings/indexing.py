@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +29,7 @@ from timber_tasks.stores.vectors import (
     FINGERPRINT_KEY,
     SOURCE_KEY,
     USER_KEY,
+    Marks,
     VectorPoint,
     VectorStore,
     vector_store,
@@ -168,13 +169,17 @@ class Indexer:
                     return str(app)
         return SHARED_APP
 
-    def embed_rows(self, rows: list[Any]) -> dict[str, Any]:
-        """Embed these rows of columns() (unchanged ones skipped); empty content removes a row's vector."""
+    def embed_rows(self, rows: list[Any], marks: Mapping[str, Marks] | None = None) -> dict[str, Any]:
+        """Embed these rows of columns() (unchanged ones skipped); empty content removes a row's vector.
+
+        `marks`: the stored points' marks when the caller has read them already, else asked of the store.
+        """
         vm, encoder = self.vm, self.vm.encoder
         result = new_result(vm)
         pk_at, content_at = self.at[vm.pk_key], self.at[vm.content_field]
         keyed = [(vm.point_id(row[pk_at]), row, self.fingerprint(row)) for row in rows]
-        marks = self.store.marks(vm.collection, [pid for pid, _, _ in keyed]) if keyed else {}
+        if marks is None:
+            marks = self.store.marks(vm.collection, [pid for pid, _, _ in keyed]) if keyed else {}
         empty: list[str] = []
         to_encode, same_content = [], []  # (point id, text, payload)
         for pid, row, fingerprint in keyed:
@@ -246,20 +251,25 @@ class Indexer:
         return result
 
     def sync(self, on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-        """The whole table: every row embedded if changed, vectors of rows no longer there removed."""
+        """The whole table: every row embedded if changed, vectors of rows no longer there removed.
+
+        Changes are judged against the points themselves (one scroll, first), not a backend's quicker
+        list of them, so a reindex also mends a list that is out of step (a shard restored from a backup).
+        """
         vm = self.vm
         total = new_result(vm)
+        stored = {p.id: Marks.of(p.payload) for p in self.store.scroll(vm.collection, {MODEL_KEY: vm.name})}
         seen: set[str] = set()
         with self.timber.db.session_scope() as session:
             count = session.scalar(select(func.count()).select_from(vm.model)) or 0
             done = 0
             for page in _pages(session.execute(self.columns().execution_options(yield_per=READ_CHUNK)), READ_CHUNK):
                 seen.update(vm.point_id(r[self.at[vm.pk_key]]) for r in page)
-                merge(total, self.embed_rows(page))
+                merge(total, self.embed_rows(page, stored))
                 done += len(page)
                 if on_progress:
                     on_progress(done, int(count))
-        orphans = [p.id for p in self.store.scroll(vm.collection, {MODEL_KEY: vm.name}) if p.id not in seen]
+        orphans = [pid for pid in stored if pid not in seen]  # points written meanwhile are not in `stored`
         self.store.delete(vm.collection, orphans)
         total["removed"] += len(orphans)
         return total
