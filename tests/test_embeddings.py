@@ -94,6 +94,29 @@ def test_a_reindex_mends_an_embedded_point_list_out_of_step_with_a_restored_shar
     assert index.embed_ids(["r-oil", "r-cars"])["unchanged"] == 2  # and the list agrees again
 
 
+def test_a_reindex_keeps_the_point_of_a_row_made_again_while_it_read_the_table(
+        timber: Any, store: VectorStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    add_notes(timber)
+    index = Indexer(timber, "StockResearchSession", store)
+    index.embed_ids(list(NOTES))
+    Research = timber.get_model("StockResearchSession")
+    with timber.db.session_scope() as session:  # deleted: its job has not run yet
+        session.delete(session.get(Research, "r-oil"))
+    embed_page = Indexer.embed_rows
+    worker = Indexer(timber, "StockResearchSession", store)
+
+    def page_then_made_again(self: Indexer, rows: list[Any], marks: Any = None) -> dict[str, Any]:
+        result = embed_page(self, rows, marks)
+        if self is index:
+            add_notes(timber, notes={"r-oil": NOTES["r-oil"]})  # made again after the table was read,
+            worker.embed_ids(["r-oil"])  # and embedded by a worker
+        return result
+
+    monkeypatch.setattr(Indexer, "embed_rows", page_then_made_again)
+    assert index.sync()["removed"] == 0
+    assert store.count("stock_research_sessions") == 4
+
+
 def test_an_update_re_embeds_a_metadata_change_keeps_the_vector_and_a_delete_removes(
         timber: Any, store: VectorStore, encoder: Any) -> None:
     add_notes(timber)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +153,37 @@ def test_an_embedded_point_list_lost_or_unreadable_is_rebuilt_from_the_shard(
         assert store.marks("notes", [pid(1), pid(2), pid(3)]) == expected
     assert f"notes: point list {listed} is unreadable" in caplog.text
     assert store.count("notes") == 2  # the points are untouched
+
+
+def test_the_embedded_list_names_a_point_one_way_however_its_id_is_spelled(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path / "edge")
+    store.ensure_collection("notes", 3)
+    store.upsert("notes", [VectorPoint(pid(1).upper(), [1, 0, 0], {FINGERPRINT_KEY: "old"})])
+    store.upsert("notes", [marked(1, "new")])
+    assert store.marks("notes", [pid(1).upper(), pid(1).replace("-", "")]) == {pid(1): Marks("new", "s1")}
+    store.delete("notes", ["{" + pid(1) + "}"])
+    assert store.count("notes") == 0 and store.marks("notes", [pid(1)]) == {}
+    with pytest.raises(VectorStoreError, match=r"'notes': point id 'r-oil' is not a UUID"):
+        store.upsert("notes", [VectorPoint("r-oil", [1, 0, 0])])
+
+
+def test_an_embedded_point_list_of_another_shape_is_rebuilt_and_a_folder_in_its_place_is_named(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = EmbeddedStore(tmp_path / "edge")
+    store.ensure_collection("notes", 3)
+    store.upsert("notes", [marked(1, "a")])
+    listed = tmp_path / "edge" / "notes" / POINTS
+    listed.unlink()
+    with closing(sqlite3.connect(listed)) as db:
+        db.execute("CREATE TABLE points (id TEXT PRIMARY KEY, other TEXT)")
+    with caplog.at_level(logging.ERROR):
+        store.upsert("notes", [marked(2, "b")])  # refused before the shard write, rebuilt, then written
+    assert "is unreadable" in caplog.text
+    assert store.marks("notes", [pid(1), pid(2)]) == {pid(1): Marks("a", "s1"), pid(2): Marks("b", "s2")}
+    listed.unlink()
+    listed.mkdir()
+    with pytest.raises(VectorStoreError, match=rf"'notes': {listed} is a folder where the point list belongs"):
+        store.marks("notes", [pid(1)])
 
 
 def _write_from_another_process(folder: str, start: int) -> None:

@@ -258,7 +258,10 @@ class Indexer:
         """
         vm = self.vm
         total = new_result(vm)
-        stored = {p.id: Marks.of(p.payload) for p in self.store.scroll(vm.collection, {MODEL_KEY: vm.name})}
+        keys: dict[str, Any] = {}  # point id -> its row's key, for the orphan check
+        stored: dict[str, Marks] = {}
+        for point in self.store.scroll(vm.collection, {MODEL_KEY: vm.name}):
+            stored[point.id], keys[point.id] = Marks.of(point.payload), point.payload.get(PK_KEY)
         seen: set[str] = set()
         with self.timber.db.session_scope() as session:
             count = session.scalar(select(func.count()).select_from(vm.model)) or 0
@@ -270,6 +273,14 @@ class Indexer:
                 if on_progress:
                     on_progress(done, int(count))
         orphans = [pid for pid in stored if pid not in seen]  # points written meanwhile are not in `stored`
+        if orphans:  # a row deleted and made again while the table was read is no orphan: look again
+            column = getattr(vm.model, vm.pk_key)
+            back: set[str] = set()
+            with self.timber.db.session_scope() as session:
+                for start in range(0, len(orphans), READ_CHUNK):
+                    wanted = [keys[pid] for pid in orphans[start:start + READ_CHUNK]]
+                    back.update(vm.point_id(k) for k in session.scalars(select(column).where(column.in_(wanted))))
+            orphans = [pid for pid in orphans if pid not in back]
         self.store.delete(vm.collection, orphans)
         total["removed"] += len(orphans)
         return total

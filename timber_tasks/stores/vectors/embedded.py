@@ -28,6 +28,7 @@ import logging
 import re
 import shutil
 import sqlite3
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -46,6 +47,7 @@ from timber_tasks.stores.vectors.base import (
     filter_items,
 )
 
+CANONICAL_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")  # a collection names a folder
 META = "collection.json"  # {"dim": ..., "indexed": [...]}: read without opening the shard
 POINTS = "points.sqlite3"  # the shard's point ids with their marks, read without opening the shard
@@ -113,9 +115,12 @@ class EmbeddedStore(VectorStore):
         try:
             return _open_list(path)
         except sqlite3.DatabaseError as exc:
+            if path.is_dir() and not path.is_symlink():  # not ours to remove
+                raise VectorStoreError(f"{path} is a folder where the point list belongs: move it away",
+                                       collection=folder.name) from exc
             log.error("vector collection %s: point list %s is unreadable (%s); rebuilding it from the shard",
                       folder.name, path, exc)
-            path.unlink()
+            path.unlink(missing_ok=True)
             return _open_list(path)
 
     @staticmethod
@@ -207,14 +212,15 @@ class EmbeddedStore(VectorStore):
         from qdrant_edge import Point, UpdateOperation
 
         with closing(self._listed(folder)) as listed:
-            self._forget(listed, [p.id for p in points])
+            self._forget(listed, _canonical([p.id for p in points], collection))
             with self._loaded(collection, folder, write=True) as shard:
                 for start in range(0, len(points), PAGE):
                     shard.update(UpdateOperation.upsert_points([
                         Point(p.id, [float(x) for x in p.vector], dict(p.payload))
                         for p in points[start:start + PAGE]]))
             with listed:  # after the flush: the list names only what the shard holds
-                marks = [(p.id, Marks.of(p.payload)) for p in points]
+                marks = list(zip(_canonical([p.id for p in points], collection),
+                                 (Marks.of(p.payload) for p in points), strict=True))
                 listed.executemany("INSERT OR REPLACE INTO points VALUES (?, ?, ?)", [
                     (pid, m.fingerprint, m.source) for pid, m in marks])
 
@@ -227,12 +233,13 @@ class EmbeddedStore(VectorStore):
             if not (folder / META).exists():
                 return  # dropped meanwhile
             with closing(self._listed(folder)) as listed:
-                self._forget(listed, ids)
+                self._forget(listed, _canonical(ids, collection))
                 with self._loaded(collection, folder, write=True) as shard:
                     shard.update(UpdateOperation.delete_points(list(ids)))
 
     def marks(self, collection: str, ids: Sequence[str]) -> dict[str, Marks]:
         found: dict[str, Marks] = {}
+        ids = _canonical(ids, collection)
         with self._locked(collection) as folder:
             if not (folder / META).exists():
                 self.require(collection)
@@ -307,8 +314,23 @@ def _open_list(path: Path) -> sqlite3.Connection:
     try:
         db.execute("CREATE TABLE IF NOT EXISTS points (id TEXT PRIMARY KEY, fingerprint TEXT, source TEXT)")
         db.execute("CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value)")  # 'complete': lists every point
+        db.execute("SELECT id, fingerprint, source FROM points LIMIT 0")  # tables of another shape: unreadable
+        db.execute("SELECT key, value FROM state LIMIT 0")
     except sqlite3.DatabaseError:
         db.close()
         raise
     return db
 
+
+def _canonical(ids: Sequence[str], collection: str) -> list[str]:
+    """Point ids as the shard keeps them (lower-case hyphenated UUIDs): the list must name each point one way."""
+    found = []
+    for pid in ids:
+        if isinstance(pid, str) and CANONICAL_ID.match(pid):
+            found.append(pid)
+            continue
+        try:
+            found.append(str(uuid.UUID(str(pid))))
+        except ValueError:
+            raise VectorStoreError(f"point id {pid!r} is not a UUID", collection=collection) from None
+    return found
