@@ -17,8 +17,8 @@ from timber_tasks.errors import TimberError
 USER_KEY = "user_id"
 APP_KEY = "app"
 # Two payload keys that marks() answers for many points at once, what a job compares to skip work:
-# a fingerprint of the whole payload (the point would be written the same) and of what the vector
-# was computed from (the vector can be kept).
+# a fingerprint of everything the point is made of (it would be written the same) and of what its
+# vector was computed from (the vector can be kept). Their values are the writer's to choose.
 FINGERPRINT_KEY = "fingerprint"
 SOURCE_KEY = "content_hash"
 FilterDict = Mapping[str, Any]

@@ -47,7 +47,7 @@ from timber_tasks.stores.vectors.base import (
     filter_items,
 )
 
-CANONICAL_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+CANONICAL_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")  # fullmatch
 SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,99}$")  # a collection names a folder
 META = "collection.json"  # {"dim": ..., "indexed": [...]}: read without opening the shard
 POINTS = "points.sqlite3"  # the shard's point ids with their marks, read without opening the shard
@@ -211,18 +211,18 @@ class EmbeddedStore(VectorStore):
     def _write_points(self, collection: str, folder: Path, points: Sequence[VectorPoint]) -> None:
         from qdrant_edge import Point, UpdateOperation
 
+        ids = _canonical([p.id for p in points], collection)
         with closing(self._listed(folder)) as listed:
-            self._forget(listed, _canonical([p.id for p in points], collection))
+            self._forget(listed, ids)
             with self._loaded(collection, folder, write=True) as shard:
                 for start in range(0, len(points), PAGE):
                     shard.update(UpdateOperation.upsert_points([
                         Point(p.id, [float(x) for x in p.vector], dict(p.payload))
                         for p in points[start:start + PAGE]]))
             with listed:  # after the flush: the list names only what the shard holds
-                marks = list(zip(_canonical([p.id for p in points], collection),
-                                 (Marks.of(p.payload) for p in points), strict=True))
+                marks = [Marks.of(p.payload) for p in points]
                 listed.executemany("INSERT OR REPLACE INTO points VALUES (?, ?, ?)", [
-                    (pid, m.fingerprint, m.source) for pid, m in marks])
+                    (pid, m.fingerprint, m.source) for pid, m in zip(ids, marks, strict=True)])
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         from qdrant_edge import UpdateOperation
@@ -326,7 +326,7 @@ def _canonical(ids: Sequence[str], collection: str) -> list[str]:
     """Point ids as the shard keeps them (lower-case hyphenated UUIDs): the list must name each point one way."""
     found = []
     for pid in ids:
-        if isinstance(pid, str) and CANONICAL_ID.match(pid):
+        if isinstance(pid, str) and CANONICAL_ID.fullmatch(pid):
             found.append(pid)
             continue
         try:
