@@ -14,7 +14,7 @@ from timber_tasks import initialize_timber
 from timber_tasks.embeddings.encoder import DEFAULT_MODEL, get_encoder, resolve_model_path
 from timber_tasks.embeddings.indexing import POINT_NAMESPACE, EmbeddingError, Indexer, point_id
 from timber_tasks.errors import ConfigError, ModelConfigError
-from timber_tasks.stores.vectors import VectorStore, VectorStoreError
+from timber_tasks.stores.vectors import Marks, VectorStore, VectorStoreError
 from timber_tasks.stores.vectors.embedded import POINTS, EmbeddedStore
 
 from .conftest import ROOT
@@ -89,9 +89,11 @@ def test_a_reindex_mends_an_embedded_point_list_out_of_step_with_a_restored_shar
     shutil.rmtree(shard)
     shutil.copytree(tmp_path / "backup", shard)  # restored: r-cars' point is gone, the list still names it
     assert store.count("stock_research_sessions") == 1
+    assert index.embed_ids(["r-cars"])["unchanged"] == 1  # a job trusts the list (the README says so)
     result = index.sync()
     assert (result["embedded"], result["unchanged"]) == (1, 1) and store.count("stock_research_sessions") == 2
-    assert index.embed_ids(["r-oil", "r-cars"])["unchanged"] == 2  # and the list agrees again
+    points = {p.id: Marks.of(p.payload) for p in store.scroll("stock_research_sessions")}
+    assert store.marks("stock_research_sessions", list(points)) == points  # the list agrees with the shard again
 
 
 def test_a_reindex_keeps_the_point_of_a_row_made_again_while_it_read_the_table(
@@ -174,6 +176,51 @@ def test_an_embedding_model_not_on_disk_is_a_config_error_saying_how_to_provide_
     with pytest.raises(ConfigError, match=r"holds no sentence-transformers model"):
         resolve_model_path(str(tmp_path / "empty"))
     assert (resolve_model_path(DEFAULT_MODEL) / "modules.json").exists()
+
+
+NOTE_MODEL = """
+    version: "1"
+    models:
+      - name: Note
+        table_name: notes
+        vector_search: {enabled: true, content_field: body, metadata_fields: [owner, symbol]}
+        columns:
+          - {name: id, type: String(36), primary_key: true}
+          - {name: body, type: Text}
+          - {name: owner, type: String(36)}
+          - {name: symbol, type: String(10)}
+"""
+OWNER_IS_THE_USER = """
+        gdpr:
+          enabled: true
+          user_id_field: owner
+          export_fields: [body]
+          purpose: research notes
+          legal_basis: contract
+          retention: while the account exists
+          recipients: [Grove]
+          source: written by the user
+"""
+
+
+def test_a_metadata_field_that_becomes_the_user_field_rewrites_the_points(
+        tmp_path: Path, write_models: Any, store: VectorStore) -> None:
+    """The column was in the payload already; its new role (user_id) must still change every fingerprint."""
+    found = []
+    with_gdpr = NOTE_MODEL.replace("        columns:", OWNER_IS_THE_USER.rstrip("\n") + "\n        columns:")
+    for yaml in (NOTE_MODEL, with_gdpr):
+        t = initialize_timber(model_config_dirs=[write_models({"notes.yaml": yaml})],
+                              database_url=f"sqlite:///{tmp_path / f'n{len(found)}.db'}")
+        Note = t.get_model("Note")
+        with t.db.session_scope() as session:
+            session.add(Note(id="n1", body="Chips for phones.", owner="u1", symbol="AAPL"))
+        index = Indexer(t, "Note", store)
+        result = index.embed_ids(["n1"])
+        found.append((result["embedded"], result["payload_only"], index.vm.user_field))
+        t.close()
+    assert found == [(1, 0, None), (0, 1, "owner")]  # the vector kept, the payload rewritten with user_id
+    payload = next(iter(store.get("notes", [point_id("Note", "n1")]).values())).payload
+    assert payload["user_id"] == "u1"
 
 
 def test_a_yaml_that_puts_an_encrypted_field_in_the_payload_is_refused(

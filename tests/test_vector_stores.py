@@ -137,6 +137,7 @@ def test_an_embedded_write_that_fails_half_way_leaves_its_points_unlisted_never_
     with pytest.raises(ValueError, match="could not convert"):  # fails inside the shard write, after the forget
         store.upsert("notes", [marked(1, "new", ["not a number", 0, 0])])
     assert store.marks("notes", [pid(1), pid(2)]) == {pid(2): Marks("kept", "s2")}  # 1: written again next time
+    assert store.count("notes") == 2  # the shard still holds 1, unlisted
 
 
 def test_an_embedded_point_list_lost_or_unreadable_is_rebuilt_from_the_shard(

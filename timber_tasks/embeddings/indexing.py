@@ -138,9 +138,12 @@ class Indexer:
         self.names = list(dict.fromkeys([vm.pk_key, vm.content_field, *([vm.user_field] if vm.user_field else []),
                                          *vm.metadata_fields, *([scope.column] if scope else [])]))
         self.at = {name: i for i, name in enumerate(self.names)}
-        # Everything besides a row's columns that its point is made of: a change here changes every fingerprint.
-        self.salt = repr((POINT_FORMAT, vm.encoder.key, vm.name, vm.app, self.names, vm.metadata_fields,
-                          sorted((app, sorted(map(str, values))) for app, values in scope.values.items())
+        # Every input of payload() and of the vector besides the row's values, each by its role (a column
+        # can play two, e.g. a metadata field that becomes the user field): a change here changes every
+        # fingerprint, so the points are rewritten. Scope values in declared order: the first match wins.
+        self.salt = repr((POINT_FORMAT, vm.encoder.key, vm.name, vm.app, vm.pk_key, vm.content_field, vm.user_field,
+                          vm.metadata_fields, self.names,
+                          (scope.column, [(app, list(values)) for app, values in scope.values.items()])
                           if scope else None))
 
     def fingerprint(self, row: Any) -> str:
