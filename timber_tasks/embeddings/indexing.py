@@ -37,7 +37,7 @@ from timber_tasks.stores.vectors import (
 
 POINT_NAMESPACE = uuid.UUID("6f1c2a4e-0d7b-5c39-9a8e-7b1d3c5e9f20")  # fixed forever: ids must not move
 _NAMESPACE_BYTES = POINT_NAMESPACE.bytes
-PK_KEY, MODEL_KEY, HASH_KEY = "pk", "model", SOURCE_KEY  # HASH_KEY: model and content, hashed
+PK_KEY, MODEL_KEY = "pk", "model"  # payload keys; SOURCE_KEY holds the hash of encoder and content
 SHARED_APP = "shared"  # payload app of a shared model's rows
 READ_CHUNK = 1000  # rows per database read (an IN list) and per store round in a reindex
 POINT_FORMAT = 1  # part of every fingerprint: a change to how points are built raises it, so all are rewritten
@@ -196,9 +196,9 @@ class Indexer:
                 result["empty"].append(_plain(row[pk_at]))
                 continue
             payload = self.payload(row)
-            payload[HASH_KEY] = _digest(f"{encoder.key}\0{text}")
+            payload[SOURCE_KEY] = _digest(f"{encoder.key}\0{text}")
             payload[FINGERPRINT_KEY] = fingerprint
-            if stored is not None and stored.source == payload[HASH_KEY]:
+            if stored is not None and stored.source == payload[SOURCE_KEY]:
                 same_content.append((pid, text, payload))
             else:
                 to_encode.append((pid, text, payload))
@@ -234,17 +234,22 @@ class Indexer:
         store call may open the embedded shard (tens of ms), so a job makes as few as it can.
         """
         keys = list(dict.fromkeys(ids))
-        column = getattr(self.vm.model, self.vm.pk_key)
-        rows: list[Any] = []
-        for start in range(0, len(keys), READ_CHUNK):
-            with self.timber.db.session_scope() as session:
-                rows.extend(session.execute(self.columns().where(column.in_(keys[start:start + READ_CHUNK]))))
+        rows = self.read(keys)
         total = self.embed_rows(rows) if rows else new_result(self.vm)
         found = {str(r[self.at[self.vm.pk_key]]) for r in rows}
         gone = [k for k in keys if str(k) not in found]
         if gone:
             merge(total, self.remove_ids(gone))
         return total
+
+    def read(self, keys: list[Any]) -> list[Any]:
+        """The rows of columns() with these keys (those that exist), in IN lists of READ_CHUNK."""
+        column = getattr(self.vm.model, self.vm.pk_key)
+        rows: list[Any] = []
+        for start in range(0, len(keys), READ_CHUNK):
+            with self.timber.db.session_scope() as session:
+                rows.extend(session.execute(self.columns().where(column.in_(keys[start:start + READ_CHUNK]))))
+        return rows
 
     def remove_ids(self, ids: Iterable[Any]) -> dict[str, Any]:
         keys = list(ids)
@@ -277,12 +282,7 @@ class Indexer:
                     on_progress(done, int(count))
         orphans = [pid for pid in stored if pid not in seen]  # points written meanwhile are not in `stored`
         if orphans:  # a row deleted and made again while the table was read is no orphan: look again
-            column = getattr(vm.model, vm.pk_key)
-            back: set[str] = set()
-            with self.timber.db.session_scope() as session:
-                for start in range(0, len(orphans), READ_CHUNK):
-                    wanted = [keys[pid] for pid in orphans[start:start + READ_CHUNK]]
-                    back.update(vm.point_id(k) for k in session.scalars(select(column).where(column.in_(wanted))))
+            back = {vm.point_id(r[self.at[vm.pk_key]]) for r in self.read([keys[pid] for pid in orphans])}
             orphans = [pid for pid in orphans if pid not in back]
         self.store.delete(vm.collection, orphans)
         total["removed"] += len(orphans)

@@ -13,9 +13,17 @@ from typing import Any
 from timber_tasks.errors import AccessDeniedError, NotFoundError, ValidationError
 from timber_tasks.features import isolation
 from timber_tasks.services.base import BaseService, Record
-from timber_tasks.stores.vectors import APP_KEY, FINGERPRINT_KEY, USER_KEY, FilterDict, VectorStore, vector_store
+from timber_tasks.stores.vectors import (
+    APP_KEY,
+    FINGERPRINT_KEY,
+    SOURCE_KEY,
+    USER_KEY,
+    FilterDict,
+    VectorStore,
+    vector_store,
+)
 
-HIDDEN_KEYS = ("content_hash", FINGERPRINT_KEY)  # bookkeeping, not for callers
+HIDDEN_KEYS = (SOURCE_KEY, FINGERPRINT_KEY)  # bookkeeping, not for callers
 MAX_LIMIT = 1000
 
 

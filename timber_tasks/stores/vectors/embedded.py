@@ -138,9 +138,7 @@ class EmbeddedStore(VectorStore):
                 records, offset = shard.scroll(ScrollRequest(
                     offset=offset, limit=PAGE, with_payload=PayloadSelector.Include([FINGERPRINT_KEY, SOURCE_KEY]),
                     with_vector=False))
-                marks = [(str(r.id), Marks.of(r.payload)) for r in records]
-                listed.executemany("INSERT INTO points VALUES (?, ?, ?)", [
-                    (pid, m.fingerprint, m.source) for pid, m in marks])
+                _list(listed, [(str(r.id), Marks.of(r.payload)) for r in records])
                 if offset is None:
                     break
             listed.execute("INSERT OR REPLACE INTO state VALUES ('complete', 1)")
@@ -217,12 +215,10 @@ class EmbeddedStore(VectorStore):
             with self._loaded(collection, folder, write=True) as shard:
                 for start in range(0, len(points), PAGE):
                     shard.update(UpdateOperation.upsert_points([
-                        Point(p.id, [float(x) for x in p.vector], dict(p.payload))
-                        for p in points[start:start + PAGE]]))
+                        Point(pid, [float(x) for x in p.vector], dict(p.payload))
+                        for pid, p in zip(ids[start:start + PAGE], points[start:start + PAGE], strict=True)]))
             with listed:  # after the flush: the list names only what the shard holds
-                marks = [Marks.of(p.payload) for p in points]
-                listed.executemany("INSERT OR REPLACE INTO points VALUES (?, ?, ?)", [
-                    (pid, m.fingerprint, m.source) for pid, m in zip(ids, marks, strict=True)])
+                _list(listed, [(pid, Marks.of(p.payload)) for pid, p in zip(ids, points, strict=True)])
 
     def delete(self, collection: str, ids: Sequence[str]) -> None:
         from qdrant_edge import UpdateOperation
@@ -232,10 +228,11 @@ class EmbeddedStore(VectorStore):
         with self._locked(collection) as folder:
             if not (folder / META).exists():
                 return  # dropped meanwhile
+            canonical = _canonical(ids, collection)
             with closing(self._listed(folder)) as listed:
-                self._forget(listed, _canonical(ids, collection))
+                self._forget(listed, canonical)
                 with self._loaded(collection, folder, write=True) as shard:
-                    shard.update(UpdateOperation.delete_points(list(ids)))
+                    shard.update(UpdateOperation.delete_points(list[Any](canonical)))
 
     def marks(self, collection: str, ids: Sequence[str]) -> dict[str, Marks]:
         found: dict[str, Marks] = {}
@@ -320,6 +317,11 @@ def _open_list(path: Path) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def _list(listed: sqlite3.Connection, marked: list[tuple[str, Marks]]) -> None:
+    listed.executemany("INSERT OR REPLACE INTO points VALUES (?, ?, ?)",
+                       [(pid, m.fingerprint, m.source) for pid, m in marked])
 
 
 def _canonical(ids: Sequence[str], collection: str) -> list[str]:
